@@ -1,0 +1,49 @@
+"""The ``vislab`` command: one subcommand per experiment. Thin: parsing and error reporting only.
+
+Each experiment module exposes ``register(subparsers)``, which adds its subcommand(s) with
+:func:`vislab.config.add_command`; the work happens in the module's functions.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import UserError
+
+# Modules that define subcommands, in the order --help lists them.
+COMMAND_MODULES = (
+    "vislab.experiments.inspect",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vislab",
+        description="Classic deep-learning-for-vision experiments: CNN inspection and transfer learning, "
+        "saliency / fooling / class visualisation, domain adaptation (DANN), GANs. "
+        "Each command writes a run folder with config, metrics, manifest and figures.",
+    )
+    parser.add_argument("--version", action="version", version=f"vislab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except (UserError, FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"vislab {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vislab {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -15,6 +15,7 @@ from .errors import UserError
 # Modules that define subcommands, in the order --help lists them.
 COMMAND_MODULES = (
     "vislab.experiments.inspect",
+    "vislab.experiments.data",
 )
 
 

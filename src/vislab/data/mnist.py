@@ -66,12 +66,7 @@ def load_mnist(split: str = "train", root: str | Path | None = None) -> DigitSet
     if root is None:
         root = cache_dir("mnist")
         if _find(Path(root), _FILES[split][0]) is None:
-            from torchvision.datasets import MNIST
-
-            try:
-                MNIST(str(root), train=split == "train", download=True)
-            except Exception as e:  # network errors come in many types
-                raise UserError(f"cannot download MNIST ({e}); pass --data-root DIR with the IDX files") from e
+            fetch_mnist(root)
     root = Path(root)
     paths = [_find(root, stem) for stem in _FILES[split]]
     if None in paths:
@@ -81,3 +76,16 @@ def load_mnist(split: str = "train", root: str | Path | None = None) -> DigitSet
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise UserError(f"MNIST files in {root} have inconsistent shapes {images.shape} / {labels.shape}")
     return DigitSet(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
+
+
+def fetch_mnist(dest: str | Path | None = None) -> Path:
+    """Download MNIST with torchvision (which checks each file's MD5) into ``dest`` or the cache."""
+    from torchvision.datasets import MNIST
+
+    root = Path(dest) if dest else cache_dir("mnist")
+    for train in (True, False):
+        try:
+            MNIST(str(root), train=train, download=True)
+        except Exception as e:  # network errors come in many types
+            raise UserError(f"cannot download MNIST ({e})") from e
+    return root

@@ -113,8 +113,20 @@ def test_interrupted_run_never_looks_complete(tmp_path):
             run.metrics["x"] = 1
             raise RuntimeError("boom")
     assert not (tmp_path / "r").exists()
+    assert not (tmp_path / ("r" + PARTIAL_SUFFIX)).exists()  # nothing to resume: nothing left behind
+
+
+def test_interrupted_training_keeps_its_checkpoint_for_resume(tmp_path):
+    cfg = ToyConfig(out=str(tmp_path / "r"))
+    with pytest.raises(KeyboardInterrupt):
+        with Run("toy", cfg) as run:
+            run.path("checkpoint.pt").write_bytes(b"state")
+            raise KeyboardInterrupt
     partial = tmp_path / ("r" + PARTIAL_SUFFIX)
-    assert partial.is_dir() and not (partial / "manifest.json").exists()
+    assert not (tmp_path / "r").exists() and not (partial / "manifest.json").exists()
+    with Run("toy", cfg, resume=True) as run:
+        assert run.resumed and run.path("checkpoint.pt").read_bytes() == b"state"
+    assert (tmp_path / "r" / "checkpoint.pt").is_file() and not partial.exists()
 
 
 def test_existing_run_folder_is_not_overwritten_silently(tmp_path):

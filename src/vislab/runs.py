@@ -9,7 +9,8 @@ Layout of a finished run (``runs/<experiment>/<timestamp>`` or exactly ``--out D
 
 While it runs, the folder is ``DIR.partial``; it is renamed to ``DIR`` only after everything,
 the manifest last, has been written, so an interrupted run never looks complete. Training
-experiments keep their checkpoints in ``DIR.partial`` so that ``--resume`` can continue.
+experiments keep their checkpoints (``checkpoint*``) in ``DIR.partial`` so that ``--resume`` can
+continue; a failed run without a checkpoint leaves nothing behind.
 """
 from __future__ import annotations
 
@@ -138,7 +139,13 @@ class Run:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
-            print(f"vislab: run interrupted; partial results kept in {self.dir}", file=sys.stderr)
+            # A folder with a checkpoint can be continued with --resume; anything else is useless
+            # and would only be mistaken for results, so it goes.
+            if any(self.dir.glob("checkpoint*")):
+                print(f"vislab: run interrupted; its checkpoint is kept in {self.dir} (continue with --resume)",
+                      file=sys.stderr)
+            else:
+                shutil.rmtree(self.dir, ignore_errors=True)
             return
         self.finish()
 

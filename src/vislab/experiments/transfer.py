@@ -1,0 +1,334 @@
+"""``vislab transfer``: transfer learning on 15-Scene (or any train/<class>/, test/<class>/ folder)
+with features of a frozen ImageNet CNN (SPEC Part A; Chatfield et al. 2014).
+
+Every combination of ``--models`` x ``--layers`` x ``--resize`` is a feature variant; every
+variant gets the LinearSVC at ``--c`` and, when asked, a C sweep chosen by cross-validation on
+the training set, PCA variants, a linear head on the cached features and end-to-end fine-tuning.
+One comparison table (stdout, ``variants.txt``, ``metrics.json["variants"]``) holds them all.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ..config import RunConfig, add_command, option
+from ..data.download import cache_dir
+from ..data.scenes import ImageList, load_image_folder
+from ..errors import UserError
+from ..io import torch_load, torch_save
+from ..methods import linear
+from ..methods.features import FeatureExtractor, bad_image_error, extract_features, image_loader
+from ..models.backbones import BackboneOptions, build_backbone
+from ..runs import Run
+
+
+@dataclasses.dataclass
+class TransferConfig(BackboneOptions, RunConfig):
+    data: str | None = option(None, "folder with train/<class>/ and test/<class>/ image sub-folders "
+                                    "(15-Scene: `vislab data fetch 15scene` prints where it is)")
+    models: list[str] = option([], "several backbones compared in one run (replaces --model)")
+    layer: str | None = option(None, "layer whose output is the feature: a friendly name (relu6, relu7, logits, "
+                                     "pool5, pooled, block5, ...) or a module path; default: the backbone's "
+                                     "(relu7 for VGG, pooled for EfficientNet/ResNet)")
+    layers: list[str] = option([], "several layers compared in one run (one forward pass per backbone)")
+    resize: list[Literal["squash", "crop"]] = option(
+        ["squash"], "squash: resize to the input size, e.g. 224x224 (the course recipe); crop: resize the "
+                    "shorter side then centre-crop (ImageNet evaluation); give both to compare")
+    pool: Literal["avg", "max", "flatten"] = option(
+        "avg", "how a convolutional layer's (C, h, w) output becomes a vector: global avg/max pooling or flatten")
+    l2: bool = option(True, "L2-normalise every feature vector before the classifier")
+    head: list[Literal["svm", "linear", "finetune"]] = option(
+        ["svm"], "classifiers: svm (LinearSVC on features), linear (new Linear layer trained on cached "
+                 "features, backbone frozen), finetune (backbone + new layer trained end to end); several allowed")
+    c: float = option(1.0, "LinearSVC regularisation C (test_accuracy is reported for this C)")
+    c_grid: list[float] = option([], "C values to sweep: C chosen by cross-validation on the training set "
+                                     "only, test accuracy reported for every C (e.g. --c-grid 0.01 0.1 1 10 100)")
+    cv_folds: int = option(5, "cross-validation folds of the C sweep (stratified, shuffled with --seed)")
+    pca: list[int] = option([], "PCA dimensions to try before the SVM (fit on train), e.g. --pca 64 256")
+    head_epochs: int = option(100, "epochs of the linear head on cached features")
+    head_lr: float = option(0.01, "Adam learning rate of the linear head")
+    head_weight_decay: float = option(1e-4, "weight decay of the linear head")
+    finetune_epochs: int = option(3, "epochs of end-to-end fine-tuning")
+    finetune_lr: float = option(0.01, "SGD learning rate of the new layer when fine-tuning")
+    backbone_lr_mult: float = option(0.1, "backbone learning rate = finetune-lr x this when fine-tuning")
+    finetune_batch_size: int = option(16, "images per fine-tuning step")
+    precision: Literal["auto", "bf16", "fp32"] = option(
+        "auto", "inference precision: bf16 autocast (fast on CPUs with AMX/AVX512-BF16 and on GPUs), fp32, "
+                "or auto (bf16 where the hardware has it)")
+    batch_size: int = option(32, "images per forward pass during extraction")
+    workers: int = option(1, "image-decoding worker processes (0: decode in the main process)")
+    channels_last: bool = option(True, "run convolutions on channels_last tensors (faster with oneDNN/cuDNN)")
+    skip_bad: bool = option(False, "leave unreadable images out (counted in metrics.json) instead of failing")
+    cache: str | None = option(None, "feature cache folder (default: <vislab cache>/features); "
+                                     "keyed by image content, backbone, weights, layer and preprocessing")
+    resume: bool = option(False, "continue an interrupted fine-tuning from its checkpoint "
+                                 "(feature extraction always resumes from its cache)")
+
+
+def register(subparsers) -> None:
+    add_command(subparsers, "transfer", TransferConfig, transfer,
+                help="15-Scene transfer learning: CNN features of any layer + LinearSVC, C sweep, PCA, "
+                     "linear head, fine-tuning; cached, bf16 extraction",
+                description="Extract features of a frozen ImageNet CNN (cached on disk), classify them with "
+                            "LinearSVC and the other classifiers asked for, and compare every variant.")
+
+
+def _check(cfg: TransferConfig) -> None:
+    if not cfg.data:
+        raise UserError("--data DIR is required: a folder with train/<class>/ and test/<class>/ images "
+                        "(get 15-Scene with `vislab data fetch 15scene`)")
+    for name in ("batch_size", "finetune_batch_size", "cv_folds"):
+        if getattr(cfg, name) < 1 + (name == "cv_folds"):
+            raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)} is too small")
+    if cfg.workers < 0:
+        raise UserError(f"--workers {cfg.workers}: use 0 or more")
+    for c in [cfg.c, *cfg.c_grid]:
+        if not c > 0:
+            raise UserError(f"C = {c}: the SVM's C must be positive")
+    for k in cfg.pca:
+        if k < 1:
+            raise UserError(f"--pca {k}: PCA dimensions must be positive")
+
+
+def _slug(*parts: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(parts)).strip("-")
+
+
+def transfer(cfg: TransferConfig) -> int:
+    _check(cfg)
+    with Run("transfer", cfg, resume=cfg.resume) as run:
+        train, test = load_image_folder(cfg.data)
+        cache_root = Path(cfg.cache) if cfg.cache else cache_dir("features")
+        variants, extraction = _extract_all(cfg, run, train, test, cache_root)
+        bad = sorted({str(p) for v in variants for fs in v["sets"] for p in fs.bad_paths})
+        if bad and not cfg.skip_bad:
+            raise bad_image_error(bad)
+        m = run.metrics
+        m.update(data=str(cfg.data), classes=train.classes, n_train=len(train), n_test=len(test),
+                 bad_images=len(bad), bad_files=bad, C=cfg.c, l2=cfg.l2, pool=cfg.pool,
+                 cache_hit=all(e["cache_hit"] for e in extraction),
+                 extracted_images=sum(e["images"] for e in extraction), extraction=extraction)
+        rows: list[dict] = []
+        for i, v in enumerate(variants):
+            rows.extend(_classify(cfg, run, v, train.classes, primary=i == 0))
+        if "finetune" in cfg.head:
+            for i, v in enumerate(variants):
+                rows.append(_finetune(cfg, run, v, train, test, index=i))
+        m["variants"] = rows
+        first = rows[0]
+        m["test_accuracy"] = first["test_accuracy"]
+        m["best_variant"] = max(rows, key=lambda r: r["test_accuracy"])
+        table = _format_table(rows)
+        print(table)
+        run.path("variants.txt").write_text(table + "\n")
+        if len(rows) > 1:
+            _draw_comparison(run, rows)
+    return 0
+
+
+def _extract_all(cfg: TransferConfig, run: Run, train: ImageList, test: ImageList, cache_root: Path):
+    variants, extraction = [], []
+    for model in cfg.models or [cfg.model]:
+        torch.manual_seed(cfg.seed)  # random init (--no-weights) depends on the seed only, not on order
+        backbone = build_backbone(model, cfg.weights, run.device)
+        layers = cfg.layers or [cfg.layer or backbone.default_layer]
+        extractor = FeatureExtractor(backbone, layers, precision=cfg.precision, pool=cfg.pool,
+                                     channels_last=cfg.channels_last, device=run.device)
+        for resize in cfg.resize:
+            sets = {}
+            for split in (train, test):
+                feats, stats = extract_features(split, extractor, cache_root=cache_root, resize=resize,
+                                                batch_size=cfg.batch_size, workers=cfg.workers,
+                                                desc=f"{model} {split.split}")
+                sets[split.split] = feats
+                extraction.append({"model": model, "resize": resize, "split": split.split, "layers": layers,
+                                   "images": stats.images, "seconds": round(stats.seconds, 3),
+                                   "images_per_s": stats.images_per_s and round(stats.images_per_s, 2),
+                                   "cache_hit": stats.cache_hit, "precision": extractor.precision})
+                print(f"{model} {split.split} ({resize}): "
+                      + (f"cache hit, {stats.seconds:.1f} s" if stats.cache_hit else
+                         f"extracted {stats.images} images in {stats.seconds:.1f} s "
+                         f"({stats.images_per_s:.1f} images/s, {extractor.precision})"), file=sys.stderr)
+            for layer in layers:
+                variants.append({"model": model, "layer": layer, "resize": resize, "backbone": backbone,
+                                 "sets": (sets["train"][layer], sets["test"][layer]),
+                                 "extract_seconds": sum(e["seconds"] for e in extraction[-2:])})
+    return variants, extraction
+
+
+def _base(v: dict, dim: int) -> dict:
+    return {"model": v["model"], "layer": v["layer"], "resize": v["resize"], "dim": dim}
+
+
+def _classify(cfg: TransferConfig, run: Run, v: dict, classes: list[str], primary: bool) -> list[dict]:
+    tr, te = v["sets"]
+    Xtr, ytr = tr.arrays(cfg.l2)
+    Xte, yte = te.arrays(cfg.l2)
+    name = _slug(v["model"], v["layer"], v["resize"])
+    base = _base(v, Xtr.shape[1])
+    rows = []
+    if "svm" in cfg.head or cfg.c_grid or cfg.pca:
+        clf, fit_s = linear.fit_svm(Xtr, ytr, cfg.c, cfg.seed)
+        pred = clf.predict(Xte)
+        acc = linear.accuracy(yte, pred)
+        per_class = linear.per_class_accuracy(yte, pred, len(classes))
+        rows.append({**base, "head": "svm", "C": cfg.c, "test_accuracy": acc, "fit_seconds": round(fit_s, 3)})
+        if primary:
+            run.metrics["per_class_accuracy"] = dict(zip(classes, per_class.tolist()))
+        _draw_confusion(run, yte, pred, classes, per_class, f"confusion_{name}.png",
+                        f"{v['model']} {v['layer']} ({v['resize']}) + LinearSVC(C={cfg.c:g}): {acc:.3f}")
+    if cfg.c_grid:
+        sweep = linear.c_sweep(Xtr, ytr, Xte, yte, cfg.c_grid, cfg.cv_folds, cfg.seed)
+        run.metrics.setdefault("c_sweep", {})[name] = sweep
+        rows.append({**base, "head": "svm (C by CV)", "C": sweep["best_C"],
+                     "test_accuracy": sweep["test_accuracy_at_best_C"], "cv_accuracy": max(sweep["cv_accuracy"])})
+        _draw_sweep(run, sweep, f"c_sweep_{name}.png", f"{v['model']} {v['layer']} ({v['resize']})")
+    for k in cfg.pca:
+        res = linear.pca_svm(Xtr, ytr, Xte, yte, k, cfg.c, cfg.seed)
+        rows.append({**base, "head": f"pca{res['n_components']}+svm", "C": cfg.c, "test_accuracy": res["test_accuracy"],
+                     "fit_seconds": round(res["fit_seconds"], 3), "explained_variance": round(res["explained_variance"], 4)})
+    if "linear" in cfg.head:
+        _, hist = linear.train_linear_head(Xtr, ytr, Xte, yte, len(classes), epochs=cfg.head_epochs, lr=cfg.head_lr,
+                                           weight_decay=cfg.head_weight_decay, seed=cfg.seed)
+        run.metrics.setdefault("linear_head", {})[name] = hist
+        rows.append({**base, "head": "linear", "test_accuracy": hist["test_accuracy"][-1],
+                     "train_accuracy": hist["train_accuracy"][-1], "epochs": cfg.head_epochs})
+        _draw_curves(run, hist, f"linear_head_{name}.png", f"linear head on {v['layer']} features (backbone frozen)")
+    return rows
+
+
+def _finetune(cfg: TransferConfig, run: Run, v: dict, train: ImageList, test: ImageList, index: int) -> dict:
+    backbone, name = v["backbone"], _slug(v["model"], v["layer"], v["resize"])
+    torch.manual_seed(cfg.seed)
+    net = linear.FineTuneNet(backbone, v["layer"], len(train.classes), pool=cfg.pool).to(run.device)
+    opt = linear.finetune_optimizer(net, cfg.finetune_lr, cfg.backbone_lr_mult)
+    ckpt = run.path(f"checkpoint-finetune-{index}.pt")
+    start, hist = 0, None
+    if cfg.resume and ckpt.is_file():
+        state = torch_load(ckpt)
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        start, hist = state["epoch"], state["history"]
+        print(f"fine-tuning {name}: resuming after epoch {start}", file=sys.stderr)
+    pre = backbone.preprocess
+    size = (pre.input_size, pre.input_size)
+    tr_ok, te_ok = v["sets"][0].valid, v["sets"][1].valid  # readable images only
+    g = torch.Generator().manual_seed(cfg.seed + start)
+    train_loader = image_loader([p for p, ok in zip(train.paths, tr_ok) if ok], pre.pixel_transform(v["resize"]), size,
+                                labels=train.labels[tr_ok], batch_size=cfg.finetune_batch_size, workers=cfg.workers,
+                                shuffle=True, generator=g)
+    test_loader = image_loader([p for p, ok in zip(test.paths, te_ok) if ok], pre.pixel_transform(v["resize"]), size,
+                               labels=test.labels[te_ok], batch_size=cfg.batch_size, workers=cfg.workers)
+    bf16 = _bf16(cfg, run.device)
+
+    def save(epoch: int, history: dict) -> None:
+        torch_save({"net": net.state_dict(), "opt": opt.state_dict(), "epoch": epoch, "history": history}, ckpt)
+
+    hist = linear.finetune(net, train_loader, test_loader, epochs=cfg.finetune_epochs, opt=opt, device=run.device,
+                           bf16=bf16, start_epoch=start, history=hist, on_epoch=save)
+    run.metrics.setdefault("finetune", {})[name] = hist
+    _draw_curves(run, hist, f"finetune_{name}.png", f"fine-tuning {v['model']} end to end from {v['layer']}")
+    ckpt.unlink(missing_ok=True)
+    return {**_base(v, net.head.in_features), "head": "finetune", "test_accuracy": hist["test_accuracy"][-1],
+            "train_accuracy": hist["train_accuracy"][-1], "epochs": cfg.finetune_epochs}
+
+
+def _bf16(cfg: TransferConfig, device: torch.device) -> bool:
+    from ..methods.features import resolve_precision
+
+    return resolve_precision(cfg.precision, device) == "bf16"
+
+
+# --- output ------------------------------------------------------------------------------------
+
+def _format_table(rows: list[dict]) -> str:
+    head = f"{'model':<20} {'layer':<12} {'resize':<7} {'dim':>6} {'classifier':<16} {'C':>8} {'test acc':>8}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        c = f"{r['C']:g}" if "C" in r else "-"
+        lines.append(f"{r['model']:<20} {r['layer']:<12} {r['resize']:<7} {r['dim']:>6} {r['head']:<16} {c:>8} "
+                     f"{r['test_accuracy']:>8.4f}")
+    return "\n".join(lines)
+
+
+def _draw_confusion(run: Run, y: np.ndarray, pred: np.ndarray, classes: list[str], per_class: np.ndarray,
+                    name: str, title: str) -> None:
+    from sklearn.metrics import confusion_matrix
+
+    from ..reporting.figures import plt
+
+    cm = confusion_matrix(y, pred, labels=range(len(classes)), normalize="true")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 6), gridspec_kw={"width_ratios": [1, 1.4]})
+    ax1.barh(range(len(classes)), per_class, color="tab:blue")
+    ax1.set_yticks(range(len(classes)), classes)
+    ax1.invert_yaxis()
+    ax1.set_xlim(0, 1)
+    ax1.set_xlabel("test accuracy (recall)")
+    ax1.set_title("per class")
+    im = ax2.imshow(cm, cmap="Blues", vmin=0, vmax=1)
+    ax2.set_xticks(range(len(classes)), classes, rotation=90)
+    ax2.set_yticks(range(len(classes)), classes)
+    ax2.set_xlabel("predicted")
+    ax2.set_ylabel("true")
+    ax2.set_title("confusion matrix (rows sum to 1)")
+    fig.colorbar(im, ax=ax2, fraction=0.046)
+    fig.suptitle(title)
+    run.save_figure(fig, name)
+
+
+def _draw_sweep(run: Run, sweep: dict, name: str, title: str) -> None:
+    from ..reporting.figures import plt
+
+    Cs = np.asarray(sweep["C"])
+    cv, sd = np.asarray(sweep["cv_accuracy"]), np.asarray(sweep["cv_std"])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.semilogx(Cs, cv, "o-", label=f"{sweep['folds']}-fold CV on train")
+    ax.fill_between(Cs, cv - sd, cv + sd, alpha=0.2)
+    ax.semilogx(Cs, sweep["test_accuracy"], "s--", label="test (reported, not used to choose)")
+    ax.axvline(sweep["best_C"], color="gray", ls=":", label=f"chosen C = {sweep['best_C']:g}")
+    ax.set_xlabel("C")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"validation curve: {title}")
+    ax.legend()
+    run.save_figure(fig, name)
+
+
+def _draw_curves(run: Run, hist: dict, name: str, title: str) -> None:
+    from ..reporting.figures import plt
+
+    epochs = np.arange(1, len(hist["train_loss"]) + 1)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(epochs, hist["train_loss"])
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("train cross-entropy")
+    ax2.plot(epochs, hist["train_accuracy"], label="train")
+    ax2.plot(epochs, hist["test_accuracy"], label="test")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("accuracy")
+    ax2.legend()
+    fig.suptitle(title)
+    run.save_figure(fig, name)
+
+
+def _draw_comparison(run: Run, rows: list[dict]) -> None:
+    from ..reporting.figures import plt
+
+    labels = [f"{r['model']}/{r['layer']}/{r['resize']}\n{r['head']}" for r in rows]
+    acc = [r["test_accuracy"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
+    ax.barh(range(len(rows)), acc, color="tab:green")
+    ax.set_yticks(range(len(rows)), labels, fontsize=7)
+    ax.invert_yaxis()
+    lo = max(0.0, min(acc) - 0.05)
+    ax.set_xlim(lo, 1)
+    for i, a in enumerate(acc):
+        ax.text(a, i, f" {a:.3f}", va="center", fontsize=7)
+    ax.set_xlabel("test accuracy")
+    ax.set_title("variants")
+    run.save_figure(fig, "comparison.png")

@@ -16,6 +16,7 @@ from .errors import UserError
 COMMAND_MODULES = (
     "vislab.experiments.inspect",
     "vislab.experiments.data",
+    "vislab.experiments.transfer",
     "vislab.reporting.html",
 )
 

@@ -1,0 +1,155 @@
+"""Fooling images: the step formula (hand-computed), equivalence with the course's normalised-space
+algorithm, independent stopping inside a batch, the 8-bit stopping rule, clamping, and
+``vislab fool``'s metrics contract."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from vislab.cli import main
+from vislab.methods.fooling import fool, quantize_uint8
+from vislab.models.backbones import PixelModel
+
+MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.5)
+D = 3 * 4 * 4
+
+
+def threshold_model(c: float) -> PixelModel:
+    """logit_0 = c, logit_1 = u . x with u the unit vector (1, ..., 1) / sqrt(D); mean 0, std 1,
+    so every step of length lr raises logit_1 by exactly lr."""
+    lin = nn.Linear(D, 2)
+    with torch.no_grad():
+        lin.weight.zero_()
+        lin.weight[1] = 1 / math.sqrt(D)
+        lin.bias.copy_(torch.tensor([c, 0.0]))
+    return PixelModel(nn.Sequential(nn.Flatten(), lin), (0.0,) * 3, (1.0,) * 3).double().eval()
+
+
+def tiny_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 16, 5)).double().eval()
+
+
+def test_one_step_matches_the_hand_formula_in_both_spaces():
+    torch.manual_seed(0)
+    lin = nn.Linear(D, 3)
+    model = PixelModel(nn.Sequential(nn.Flatten(), lin), MEAN, STD).double().eval()
+    x = torch.full((1, 3, 4, 4), 0.5, dtype=torch.float64)
+    with torch.no_grad():
+        t = int(model(x).argmin())  # surely not the prediction
+    W = lin.weight.detach()[t].view(3, 4, 4)
+    std = torch.tensor(STD, dtype=torch.float64).view(3, 1, 1)
+    lr = 0.05
+    # course: g = d logit_t / d x_norm = W_t; x_norm += lr g/|g|; pixels move by std times that
+    res = fool(model, x, t, learning_rate=lr, max_iterations=1, stop_on_uint8=False)
+    torch.testing.assert_close(res.images[0], 0.5 + lr * std * W / W.norm())
+    assert res.iterations.tolist() == [1]
+    # pixel space: g = d logit_t / d x = W_t / std; x += lr g/|g|
+    g = W / std
+    res = fool(model, x, t, learning_rate=lr, max_iterations=1, step_space="pixel", stop_on_uint8=False)
+    torch.testing.assert_close(res.images[0], 0.5 + lr * g / g.norm())
+
+
+def test_default_trajectory_is_the_course_trajectory_on_normalised_images():
+    net = tiny_net()
+    model = PixelModel(net, MEAN, STD).double().eval()
+    mean, std = (torch.tensor(v, dtype=torch.float64).view(1, 3, 1, 1) for v in (MEAN, STD))
+    x = 0.3 + 0.4 * torch.rand(1, 3, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    t, lr, steps = 2, 0.02, 4
+    xn = (x - mean) / std  # the course's loop, on the normalised image
+    for _ in range(steps):
+        xn = xn.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(net(xn)[0, t], xn)
+        xn = xn + lr * g / g.norm()
+    res = fool(model, x, t, learning_rate=lr, max_iterations=steps, stop_on_uint8=False)
+    assert res.iterations.item() == steps  # small steps: still not the target
+    torch.testing.assert_close(res.images, mean + std * xn.detach(), rtol=0, atol=1e-10)
+
+
+def test_images_of_a_batch_stop_independently():
+    model = threshold_model(c=0.5 * math.sqrt(D))  # target 1 once the mean pixel exceeds 0.5
+    a = torch.tensor([0.49, 0.45, 0.60], dtype=torch.float64)
+    x = a.view(3, 1, 1, 1).expand(3, 3, 4, 4).clone()
+    lr = 0.1  # each step raises u.x by 0.1: 0.49 -> 1 step, 0.45 -> 4 steps (3.118 + 0.4 > 3.464), 0.60 -> 0
+    res = fool(model, x, 1, learning_rate=lr, stop_on_uint8=False)
+    assert res.iterations.tolist() == [1, 4, 0]
+    assert res.success.tolist() == [True, True, True]
+    expected = x + lr / math.sqrt(D) * torch.tensor([1.0, 4.0, 0.0], dtype=torch.float64).view(3, 1, 1, 1)
+    torch.testing.assert_close(res.images, expected, rtol=0, atol=1e-6)
+    assert torch.equal(res.images[2], x[2])  # already the target: untouched
+    for i in range(3):  # identical to fooling each image alone
+        one = fool(model, x[i:i + 1], 1, learning_rate=lr, stop_on_uint8=False)
+        assert one.iterations.item() == res.iterations[i].item()
+        torch.testing.assert_close(one.images[0], res.images[i])
+
+
+def test_unsuccessful_images_stop_at_max_iterations_and_report_failure():
+    model = threshold_model(c=0.5 * math.sqrt(D))
+    x = torch.full((2, 3, 4, 4), 0.2, dtype=torch.float64)
+    x[1] = 0.499
+    res = fool(model, x, 1, learning_rate=0.1, max_iterations=3, stop_on_uint8=False)
+    assert res.iterations.tolist() == [3, 1] and res.success.tolist() == [False, True]
+    assert res.logits.argmax(1).tolist() == [0, 1]
+
+
+def test_uint8_stop_continues_until_the_rounded_image_fools():
+    lr = 0.1
+    step = lr / math.sqrt(D)
+    a = 100.4 / 255 - step  # one step lands on 100.4/255, which rounds down to 100/255
+    c = math.sqrt(D) * (100.2 / 255)  # between the rounded (100) and the float (100.4) mean
+    model = threshold_model(c)
+    x = torch.full((1, 3, 4, 4), a, dtype=torch.float64)
+    naive = fool(model, x, 1, learning_rate=lr, stop_on_uint8=False)
+    assert naive.iterations.item() == 1
+    with torch.no_grad():
+        assert model(quantize_uint8(naive.images)).argmax().item() == 0  # saving undoes it
+    safe = fool(model, x, 1, learning_rate=lr)
+    assert safe.iterations.item() == 2 and safe.success.item()
+    with torch.no_grad():
+        assert model(quantize_uint8(safe.images)).argmax().item() == 1
+
+
+def test_margin_asks_for_a_lead_over_the_runner_up():
+    model = threshold_model(c=0.5 * math.sqrt(D))
+    x = torch.full((1, 3, 4, 4), 0.49, dtype=torch.float64)
+    res = fool(model, x, 1, learning_rate=0.1, margin=0.25, stop_on_uint8=False)
+    # u.x starts 0.069 below c; needs to reach c + 0.25: ceil(0.319 / 0.1) = 4 steps
+    assert res.iterations.item() == 4
+
+
+def test_clamping_keeps_pixels_in_unit_range():
+    model = PixelModel(tiny_net(1), MEAN, STD).double().eval()
+    x = torch.rand(4, 3, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    res = fool(model, x, 3, learning_rate=20.0, max_iterations=3, stop_on_uint8=False)
+    assert res.images.min() >= 0 and res.images.max() <= 1
+    assert ((res.images == 0) | (res.images == 1)).any()  # the steps did push past the range
+    with pytest.raises(ValueError, match="step_space"):
+        fool(model, x, 3, step_space="normalised")
+
+
+def test_cli_fool_metrics_contract(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (224, 224, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
+    out = tmp_path / "run"
+    rc = main(["fool", "--images", str(folder), "--model", "efficientnet_lite0", "--no-weights", "--target", "6",
+               "--max-iterations", "2", "--out", str(out)])
+    assert rc == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert len(m["results"]) == 2 and 0 <= m["success_rate"] <= 1
+    for r in m["results"]:
+        assert isinstance(r["success"], bool) and isinstance(r["success_after_uint8"], bool)
+        assert isinstance(r["iterations"], int) and 0 <= r["iterations"] <= 2
+        assert isinstance(r["linf_255"], float) and r["linf_255"] == pytest.approx(r["linf"] * 255)
+    assert m["success_rate"] == sum(r["success"] for r in m["results"]) / 2
+    assert (out / "fool_00_p0.png").is_file() and (out / "fooled" / "p1.png").is_file()
+    assert main(["fool", "--images", str(folder), "--no-weights", "--target", "1000", "--out",
+                 str(tmp_path / "bad")]) == 2

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "vislab.experiments.transfer",
     "vislab.reporting.html",
     "vislab.experiments.visualize",
+    "vislab.experiments.gan",
 )
 
 

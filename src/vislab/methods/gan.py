@@ -1,0 +1,124 @@
+"""GAN objectives (Goodfellow et al. 2014) and one alternating DCGAN training step.
+
+All losses take the discriminator's *logits* ``l`` (shape ``(N,)``), so ``D(x) = sigmoid(l)``, and
+return a scalar float32 mean over the batch:
+
+* discriminator (maximise ``log D(x) + log(1 - D(G(z)))``), as a loss to minimise::
+
+      L_D = -mean(log sigmoid(l_real)) - mean(log(1 - sigmoid(l_fake)))
+          = BCE(l_real, 1) + BCE(l_fake, 0)
+
+* generator, non-saturating (maximise ``log D(G(z))``, the practical choice of the paper)::
+
+      L_G = -mean(log sigmoid(l_fake)) = BCE(l_fake, 1)
+
+* generator, "true" minimax (minimise ``log(1 - D(G(z)))``; saturates when D rejects the fakes)::
+
+      L_G = mean(log(1 - sigmoid(l_fake))) = -BCE(l_fake, 0)
+
+Computing from logits (``binary_cross_entropy_with_logits``, i.e. softplus) rather than from the
+Sigmoid output keeps the losses finite when D is confident, and the losses are always evaluated in
+float32 even when the networks run under bf16 autocast.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GLoss = Literal["non-saturating", "minimax"]
+
+
+def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    logits = logits.float()
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """``-mean log D(x) - mean log(1 - D(G(z)))`` from logits ``(N,)``, ``(M,)``."""
+    return _bce(real_logits, 1.0) + _bce(fake_logits, 0.0)
+
+
+def generator_loss(fake_logits: torch.Tensor, kind: GLoss = "non-saturating") -> torch.Tensor:
+    """Non-saturating ``-mean log D(G(z))`` or minimax ``mean log(1 - D(G(z)))`` from logits ``(N,)``."""
+    if kind == "non-saturating":
+        return _bce(fake_logits, 1.0)
+    if kind == "minimax":
+        return -_bce(fake_logits, 0.0)
+    raise ValueError(f"generator loss {kind!r}: use 'non-saturating' or 'minimax'")
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _g(g: nn.Module, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    return g(z) if y is None else g(z, y)
+
+
+def _d(d: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    return d.logits(x) if y is None else d.logits(x, y)
+
+
+def train_step(g: nn.Module, d: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+               real: torch.Tensor, z: torch.Tensor, y: torch.Tensor | None = None, *,
+               g_loss: GLoss = "non-saturating", amp_dtype: torch.dtype | None = None) -> dict[str, float]:
+    """One DCGAN iteration (Radford et al. 2016 / the PyTorch DCGAN recipe): update D on a real batch
+    ``real (N, C, S, S)`` and a fake batch ``G(z)`` (``z (N, nz)``, labels ``y (N,)`` for the
+    conditional model, the same labels for real and fake), then update G on the same fakes.
+
+    Real and fake batches go through D separately so that BatchNorm statistics are per-source, as
+    in the reference recipe. Returns ``loss_d``, ``loss_g``, ``d_x`` (mean D(x)), ``d_g_z`` (mean
+    D(G(z)) seen by the D update) and ``d_g_z_after`` (after it, seen by the G update).
+    """
+    dev = real.device
+    # -- D: maximise log D(x) + log(1 - D(G(z)))
+    opt_d.zero_grad(set_to_none=True)
+    with _autocast(dev, amp_dtype):
+        fake = _g(g, z, y)
+        real_logits = _d(d, real, y)
+        fake_logits = _d(d, fake.detach(), y)
+    loss_d = discriminator_loss(real_logits, fake_logits)
+    loss_d.backward()
+    opt_d.step()
+    # -- G: non-saturating or minimax loss on the same fakes, through the updated D
+    opt_g.zero_grad(set_to_none=True)
+    d.requires_grad_(False)  # G's backward pass needs D's input gradients only, not its weight gradients
+    try:
+        with _autocast(dev, amp_dtype):
+            fake_logits2 = _d(d, fake, y)
+        loss_g = generator_loss(fake_logits2, g_loss)
+        loss_g.backward()
+    finally:
+        d.requires_grad_(True)
+    opt_g.step()
+    with torch.no_grad():
+        return {
+            "loss_d": loss_d.item(),
+            "loss_g": loss_g.item(),
+            "d_x": torch.sigmoid(real_logits.float()).mean().item(),
+            "d_g_z": torch.sigmoid(fake_logits.float()).mean().item(),
+            "d_g_z_after": torch.sigmoid(fake_logits2.float()).mean().item(),
+        }
+
+
+def make_optimizers(g: nn.Module, d: nn.Module, lr_g: float = 5e-4, lr_d: float = 2e-4,
+                    betas: tuple[float, float] = (0.5, 0.999)) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+    """Adam for G and D with the DCGAN betas (beta1 = 0.5)."""
+    # fused: one kernel for all parameters instead of a Python loop (CPU and CUDA support it)
+    return (torch.optim.Adam(g.parameters(), lr=lr_g, betas=betas, fused=True),
+            torch.optim.Adam(d.parameters(), lr=lr_d, betas=betas, fused=True))
+
+
+def interpolate_latents(z1: torch.Tensor, z2: torch.Tensor, steps: int) -> torch.Tensor:
+    """``alpha * z1 + (1 - alpha) * z2`` for ``alpha`` = 1, ..., 0 in ``steps`` values:
+    ``(nz,)`` x 2 -> ``(steps, nz)``; the strip goes from z1 to z2."""
+    if steps < 2:
+        raise ValueError(f"interpolation needs at least 2 steps, got {steps}")
+    alpha = torch.linspace(1.0, 0.0, steps, dtype=z1.dtype, device=z1.device)[:, None]
+    return alpha * z1[None] + (1 - alpha) * z2[None]

@@ -116,7 +116,8 @@ def fooling_step(x: torch.Tensor, grad: torch.Tensor, learning_rate: float | tor
 
 def fool(model: nn.Module, images: torch.Tensor, target: int | torch.Tensor, *,
          learning_rate: float = 1.0, max_iterations: int = 100, step_space: StepSpace = "normalized",
-         margin: float = 0.0, stop_on_uint8: bool = True, amp_dtype: torch.dtype | None = None, progress=None) -> FoolingResult:
+         margin: float = 0.0, stop_on_uint8: bool = True, amp_dtype: torch.dtype | None = None,
+         progress=None) -> FoolingResult:
     """Fooling images of ``images`` towards ``target``; see the module doc. ``progress`` wraps
     the range of iterations (e.g. :func:`vislab.progress.progress`)."""
     if images.ndim != 4:

@@ -1,0 +1,139 @@
+"""Fooling speed: vislab's batched ``fool`` vs a one-image-at-a-time loop, same run, same photos.
+
+Reference (what the course notebook does, per image): the straightforward loop -- forward,
+stop if the prediction is the target, backward of the target logit, x += lr * g / ||g||_2 on
+the normalised image (written here in pixel space with the same mapping as vislab), clamp.
+vislab: :func:`vislab.methods.fooling.fool` on the whole batch (each image stops on its own;
+finished images leave the batch), in fp32 and with bf16 autocast (+ channels_last).
+Also timed: vislab's ``fool`` called one image at a time (isolates the effect of batching).
+
+Both sides use the course's stopping rule (``stop_on_uint8=False``) so they do the same steps;
+the table checks that the iterations per image agree. Variants are interleaved over
+``--repeats`` rounds after a warm-up; the table shows the median seconds and the ratio to the
+reference. Writes JSON with every timing.
+
+    flock /tmp/vislab-cpu.lock .venv/bin/python benchmarks/fooling.py --repeats 3 \\
+        --json benchmarks/results/fooling.json
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from vislab.data.samples import SampleOptions, load_samples, to_batch
+from vislab.io import write_json
+from vislab.methods.fooling import fool
+from vislab.models.backbones import build_backbone
+
+
+def reference_loop(model, x: torch.Tensor, target: int, lr: float, max_iterations: int) -> list[int]:
+    """The course's loop, one image at a time; returns the iterations per image."""
+    std = model.std
+    iterations = []
+    for i in range(len(x)):
+        X = x[i:i + 1].clone()
+        it = 0
+        while True:
+            X.requires_grad_(True)
+            scores = model(X)
+            if scores.argmax(1).item() == target or it == max_iterations:
+                break
+            scores[0, target].backward()
+            g = X.grad * std  # gradient w.r.t. the normalised image
+            X = (X.detach() + lr * std * g / g.norm()).clamp(0, 1)
+            it += 1
+        iterations.append(it)
+    return iterations
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--images", nargs="+", default=[], help="image files/folders/.npz (default: --samples foolbox)")
+    ap.add_argument("--samples", default="foolbox", help="labelled sample set when --images is not given")
+    ap.add_argument("--model", default="efficientnet_lite0", help="backbone")
+    ap.add_argument("--target", type=int, default=6, help="target class (6 = stingray)")
+    ap.add_argument("--learning-rate", type=float, default=1.0, help="course step (normalised image)")
+    ap.add_argument("--max-iterations", type=int, default=100, help="most steps per image")
+    ap.add_argument("--limit", type=int, default=None, help="use only the first LIMIT images")
+    ap.add_argument("--repeats", type=int, default=3, help="timed rounds (medians reported)")
+    ap.add_argument("--json", default="benchmarks/results/fooling.json", help="where to write the timings")
+    args = ap.parse_args(argv)
+
+    torch.manual_seed(0)
+    backbone = build_backbone(args.model)
+    model = backbone.pixel_model()
+    model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    opts = SampleOptions(images=args.images, samples=None if args.images else args.samples, limit=args.limit)
+    x = to_batch(load_samples(opts).images, backbone.preprocess)
+    kw = dict(learning_rate=args.learning_rate, max_iterations=args.max_iterations, stop_on_uint8=False)
+    t, bf16 = args.target, torch.bfloat16
+
+    def loop(m, amp=None):
+        return [int(fool(m, x[i:i + 1], t, amp_dtype=amp, **kw).iterations) for i in range(len(x))]
+
+    variants = {
+        "reference loop fp32 (course)": lambda: reference_loop(model, x, t, args.learning_rate, args.max_iterations),
+        "vislab fool, one image at a time, fp32": lambda: loop(model),
+        "vislab fool, batched, fp32": lambda: fool(model, x, t, **kw).iterations.tolist(),
+        "vislab fool, one image at a time, bf16+CL": lambda: loop(model_cl, bf16),
+        "vislab fool, batched, bf16": lambda: fool(model, x, t, amp_dtype=bf16, **kw).iterations.tolist(),
+        "vislab fool, batched, bf16+CL": lambda: fool(model_cl, x, t, amp_dtype=bf16, **kw).iterations.tolist(),
+    }
+    with torch.no_grad():  # warm-up (oneDNN primitive creation) for both layouts and precisions
+        model(x[:2])
+        with torch.autocast("cpu", dtype=bf16):
+            model(x[:2]), model_cl(x[:2])
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    iters: dict[str, list[int]] = {}
+    for r in range(args.repeats):
+        for name, fn in variants.items():
+            t0 = time.perf_counter()
+            iters[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+            print(f"round {r + 1}/{args.repeats} {name}: {times[name][-1]:.2f} s", file=sys.stderr, flush=True)
+
+    ref_name = "reference loop fp32 (course)"
+    ref = statistics.median(times[ref_name])
+    rows = []
+    for name in variants:
+        med = statistics.median(times[name])
+        same = sum(a == b for a, b in zip(iters[name], iters[ref_name]))
+        rows.append({"variant": name, "median_s": round(med, 3), "times_s": [round(v, 3) for v in times[name]],
+                     "speedup_vs_reference": round(ref / med, 2), "total_iterations": sum(iters[name]),
+                     "iterations_equal_to_reference": f"{same}/{len(x)}"})
+    print(f"\n{len(x)} images, {args.model}, target {t}, torch threads {torch.get_num_threads()}")
+    print(f"{'variant':44s} {'median s':>9s} {'speed-up':>9s} {'steps':>6s} {'same it':>8s}")
+    for row in rows:
+        print(f"{row['variant']:44s} {row['median_s']:9.2f} {row['speedup_vs_reference']:8.2f}x "
+              f"{row['total_iterations']:6d} {row['iterations_equal_to_reference']:>8s}")
+    by = {row["variant"]: row["median_s"] for row in rows}
+    summary = {
+        "batched_fp32_vs_reference_loop": round(ref / by["vislab fool, batched, fp32"], 2),
+        "batched_fp32_vs_vislab_loop_fp32": round(by["vislab fool, one image at a time, fp32"]
+                                                  / by["vislab fool, batched, fp32"], 2),
+        "batched_bf16cl_vs_vislab_loop_bf16cl": round(by["vislab fool, one image at a time, bf16+CL"]
+                                                      / by["vislab fool, batched, bf16+CL"], 2),
+        "best_batched_vs_reference_loop": round(ref / min(by[k] for k in by if "batched" in k), 2),
+    }
+    for k, v in summary.items():
+        print(f"{k}: {v}x")
+    write_json(Path(args.json), {
+        "benchmark": "fooling", "model": args.model, "num_images": len(x), "target": t,
+        "repeats": args.repeats, "torch_threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__, "rows": rows, "summary": summary, "command": sys.argv,
+    })
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,264 @@
+"""Domain-adaptation algorithms in the DomainBed style: ``update(batch) -> stats`` and ``predict(x)``.
+
+Ganin & Lempitsky, "Unsupervised Domain Adaptation by Backpropagation", ICML 2015. With features
+f = G_f(x), class logits G_y(f) and a domain logit G_d(R_lambda(f)) (R: gradient reversal), one SGD
+step on
+
+    L = CE(G_y(f_s), y_s) + BCE(G_d(R(f_s)), 1) + BCE(G_d(R(f_t)), 0)
+
+trains G_y and G_d to minimise their losses while G_f minimises the class loss and *maximises*
+the domain loss (scaled by lambda_p): features become label-discriminative and domain-invariant.
+
+Batches are dicts of already-normalised float tensors: ``xs`` (Ns, 3, 28, 28) source images,
+``ys`` (Ns,) source labels, ``xt`` (Nt, 3, 28, 28) target images; ``pt`` (Nt,) pseudo-labels
+(-1: none) for :class:`DANNPseudoLabel`; ``yt`` (Nt,) true target labels for :class:`TargetOracle`
+only (the upper bound). No other algorithm reads target labels.
+
+Every hyperparameter is declared once, in :class:`AdaptHParams`; the ``vislab adapt`` config
+inherits it, so each is also a command-line option.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import option
+from .grl import dann_lr, grad_reverse, grl_lambda
+
+# Values each --preset gives to the hyperparameters left unset (None) by the user. 'course' is the
+# course's exact recipe; 'vislab' keeps its networks, batches and lr schedule but uses the paper's
+# faster lambda ramp (gamma 10), which adapts more within 20 epochs.
+PRESETS: dict[str, dict[str, object]] = {
+    "course": {"lambda_schedule": "course"},
+    "vislab": {"lambda_schedule": "paper"},
+}
+
+
+@dataclasses.dataclass
+class AdaptHParams:
+    """Hyperparameters of the algorithms below (also ``vislab adapt`` options)."""
+
+    lr: float = option(0.01, "initial learning rate lr0 of lr_p = lr0 / (1 + alpha p)^beta")
+    lr_alpha: float = option(10.0, "alpha of the lr annealing (0: constant lr)")
+    lr_beta: float = option(0.75, "beta of the lr annealing")
+    momentum: float = option(0.9, "SGD momentum")
+    weight_decay: float = option(0.0, "SGD weight decay")
+    lambda_schedule: Literal["paper", "course", "constant"] | None = option(
+        None, "GRL factor schedule: paper = 2/(1+exp(-10p))-1, course = same with gamma 2, constant "
+        "(default: from --preset: vislab -> paper, course -> course)")
+    gamma: float | None = option(None, "override gamma of the paper/course sigmoid schedule")
+    lambda_max: float = option(1.0, "final value of the lambda ramp, or the value of a constant lambda")
+    grl: bool = option(True, "reverse the gradient (--no-grl: ablation where the features help the "
+                       "domain classifier instead of fooling it)")
+    pl_weight: float = option(1.0, "weight of the pseudo-label cross-entropy (dann+pl)")
+    precision: Literal["bf16", "fp32"] = option("bf16", "compute precision: bf16 autocast (fast on AMX "
+                                                "CPUs and recent GPUs; weights stay fp32) or fp32")
+    channels_last: bool = option(True, "channels-last memory layout for the convolutions (faster on CPU)")
+
+
+def resolve_hparams(cfg, preset: str = "vislab") -> AdaptHParams:
+    """An :class:`AdaptHParams` from any object with its fields (a config); unset fields from ``preset``."""
+    if preset not in PRESETS:
+        raise ValueError(f"--preset {preset!r}: use one of {', '.join(PRESETS)}")
+    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(AdaptHParams)}
+    for name, value in PRESETS[preset].items():
+        if values.get(name) is None:
+            values[name] = value
+    return AdaptHParams(**values)
+
+
+class Algorithm(nn.Module):
+    """Base: holds the network, the SGD optimiser and the step counter that drives the schedules.
+
+    ``total_steps`` is the planned number of ``update`` calls (progress p = step / total_steps).
+    """
+
+    uses_target_labels = False
+
+    def __init__(self, net: nn.Module, hp: AdaptHParams, total_steps: int):
+        super().__init__()
+        if total_steps < 1:
+            raise ValueError(f"total_steps must be positive, got {total_steps}")
+        self.net, self.hp, self.total_steps = net, hp, total_steps
+        if hp.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.SGD(net.parameters(), lr=hp.lr, momentum=hp.momentum,
+                                         weight_decay=hp.weight_decay)
+        self.step = 0
+
+    # -- schedules -------------------------------------------------------------------------
+    def progress(self) -> float:
+        return min(self.step / self.total_steps, 1.0)
+
+    def lr(self) -> float:
+        return dann_lr(self.progress(), self.hp.lr, self.hp.lr_alpha, self.hp.lr_beta)
+
+    def grl_lambda(self) -> float:
+        hp = self.hp
+        return grl_lambda(self.progress(), hp.lambda_schedule or "paper", hp.gamma, hp.lambda_max, hp.lambda_max)
+
+    # -- helpers -------------------------------------------------------------------------
+    def _autocast(self, x: torch.Tensor):
+        return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.hp.precision == "bf16")
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.hp.channels_last else x
+
+    def _sgd_step(self, loss: torch.Tensor) -> float:
+        lr = self.lr()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        return lr
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (N, 10) float32 for normalised images (N, 3, 28, 28)."""
+        with self._autocast(x):
+            return self.net(self._layout(x)).float()
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """G_f features (N, 2352) float32."""
+        with self._autocast(x):
+            return self.net.features(self._layout(x)).float()
+
+    @torch.no_grad()
+    def domain_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Domain logits (N,) (positive: source)."""
+        with self._autocast(x):
+            return self.net.domain(self.net.features(self._layout(x))).float()
+
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def state(self) -> dict:
+        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step}
+
+    def load_state(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+
+
+class SourceOnly(Algorithm):
+    """Empirical risk minimisation on labelled source data: the lower bound (no adaptation)."""
+
+    def update(self, batch):
+        self.net.train()
+        xs, ys = batch["xs"], batch["ys"]
+        with self._autocast(xs):
+            loss = F.cross_entropy(self.net(self._layout(xs)).float(), ys)
+        lr = self._sgd_step(loss)
+        return {"loss_class": loss.item(), "lr": lr}
+
+
+class DANN(Algorithm):
+    """DANN: source and target go through G_f in one batch; G_d sits behind the GRL."""
+
+    target_logits = False  # whether _losses also classifies the target half
+
+    def _losses(self, batch):
+        xs, ys, xt = batch["xs"], batch["ys"], batch["xt"]
+        ns = len(xs)
+        lam = self.grl_lambda()
+        with self._autocast(xs):
+            f = self.net.features(self._layout(torch.cat([xs, xt])))
+            logits = self.net.classifier(f if self.target_logits else f[:ns]).float()
+            # --no-grl: the same three parts, but the features get the domain gradient un-reversed
+            g = grad_reverse(f, lam) if self.hp.grl else grad_reverse(f, -lam)
+            dlogits = self.net.domain(g).float()
+        dlabels = torch.cat([torch.ones(ns, device=xs.device), torch.zeros(len(xt), device=xs.device)])
+        loss_class = F.cross_entropy(logits[:ns], ys)
+        loss_domain = F.binary_cross_entropy_with_logits(dlogits, dlabels)
+        dacc = ((dlogits > 0).float() == dlabels).float().mean()
+        return logits, loss_class, loss_domain, {"lambda": lam, "domain_acc": dacc}
+
+    def update(self, batch):
+        self.net.train()
+        _, loss_class, loss_domain, extra = self._losses(batch)
+        lr = self._sgd_step(loss_class + loss_domain)
+        return {"loss_class": loss_class.item(), "loss_domain": loss_domain.item(),
+                "domain_acc": extra["domain_acc"].item(), "lambda": extra["lambda"], "lr": lr}
+
+
+class DANNPseudoLabel(DANN):
+    """DANN plus cross-entropy on the target images that carry a pseudo-label (``pt`` >= 0).
+
+    The pseudo-labels come from the model itself (:func:`select_pseudo_labels`), so no target
+    label is read; the class loss on them is averaged over the labelled ones, times ``pl_weight``.
+    """
+
+    target_logits = True
+
+    def update(self, batch):
+        self.net.train()
+        logits, loss_class, loss_domain, extra = self._losses(batch)
+        pt = batch["pt"]
+        mask = pt >= 0
+        ns = len(batch["xs"])
+        if bool(mask.any()):
+            loss_pl = F.cross_entropy(logits[ns:][mask], pt[mask])
+        else:
+            loss_pl = logits.sum() * 0.0
+        lr = self._sgd_step(loss_class + loss_domain + self.hp.pl_weight * loss_pl)
+        return {"loss_class": loss_class.item(), "loss_domain": loss_domain.item(), "loss_pl": loss_pl.item(),
+                "domain_acc": extra["domain_acc"].item(), "lambda": extra["lambda"], "lr": lr}
+
+
+class TargetOracle(Algorithm):
+    """UPPER BOUND, NOT ADAPTATION: trains on labelled source AND labelled target (``yt``)."""
+
+    uses_target_labels = True
+
+    def update(self, batch):
+        self.net.train()
+        xs, ys, xt, yt = batch["xs"], batch["ys"], batch["xt"], batch["yt"]
+        with self._autocast(xs):
+            logits = self.net(self._layout(torch.cat([xs, xt]))).float()
+        loss = F.cross_entropy(logits, torch.cat([ys, yt]))
+        lr = self._sgd_step(loss)
+        return {"loss_class": loss.item(), "lr": lr}
+
+
+ALGORITHMS: dict[str, type[Algorithm]] = {
+    "source-only": SourceOnly,
+    "dann": DANN,
+    "dann+pl": DANNPseudoLabel,
+    "target-oracle": TargetOracle,
+}
+
+
+def select_pseudo_labels(probs: torch.Tensor, how: str = "top", fraction: float = 0.5,
+                         threshold: float = 0.9) -> torch.Tensor:
+    """Pseudo-labels (N,) int64 from class probabilities (N, C): the argmax where selected, else -1.
+
+    ``how='threshold'``: keep predictions with confidence >= ``threshold``.
+    ``how='top'``: per predicted class, keep the ``fraction`` most confident (rounded up), so that
+    classes the model is less sure about still get labels (class-balanced self-training).
+    """
+    conf, pred = probs.max(dim=1)
+    out = torch.full_like(pred, -1)
+    if how == "threshold":
+        keep = conf >= threshold
+        out[keep] = pred[keep]
+        return out
+    if how != "top":
+        raise ValueError(f"pseudo-label selection {how!r}: use 'top' or 'threshold'")
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"pseudo-label fraction {fraction} must lie in [0, 1]")
+    for c in pred.unique():
+        idx = torch.nonzero(pred == c).flatten()
+        k = int(-(-len(idx) * fraction // 1))  # ceil
+        if k:
+            # stable sort: ties keep index order, so the selection is deterministic
+            order = torch.sort(conf[idx], descending=True, stable=True).indices[:k]
+            out[idx[order]] = c
+    return out

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "vislab.experiments.data",
     "vislab.experiments.transfer",
     "vislab.reporting.html",
+    "vislab.experiments.adapt",
     "vislab.experiments.visualize",
     "vislab.experiments.gan",
 )

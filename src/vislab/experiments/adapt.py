@@ -12,6 +12,7 @@ Target labels: read only by :func:`evaluate` (and the pseudo-label *report*), ex
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -286,14 +287,14 @@ def plot_curves(mode: str, history: list[dict], hp: AdaptHParams, epochs: int, s
     # the schedules are functions of progress p: draw them continuously over the epochs
     p = np.linspace(0, 1, 200)
     lr = [dann_lr(v, hp.lr, hp.lr_alpha, hp.lr_beta) for v in p]
-    ax[2].plot(p * epochs, lr, color="C0", label="lr")
+    lines = ax[2].plot(p * epochs, lr, color="C0", label="lr")
     ax[2].set(xlabel="epoch", ylabel="learning rate", title="schedules")
     if mode != "source-only":
         tw = ax[2].twinx()
         lam = [grl_lambda(v, hp.lambda_schedule or "paper", hp.gamma, hp.lambda_max, hp.lambda_max) for v in p]
-        tw.plot(p * epochs, lam, color="C1", label="lambda")
+        lines += tw.plot(p * epochs, lam, color="C1", label="GRL lambda")
         tw.set_ylabel("GRL lambda", color="C1")
-    ax[2].legend(loc="upper center")
+    ax[2].legend(lines, [ln.get_label() for ln in lines], loc="center right")
     save_figure(fig, folder / "curves.png")
 
 
@@ -358,7 +359,55 @@ def run_adapt(cfg: AdaptConfig) -> int:
     return 0
 
 
+@dataclasses.dataclass
+class AdaptSummaryConfig(RunConfig):
+    runs: list[str] = option([], "finished `vislab adapt` run folders (any modes and seeds) to tabulate")
+
+
+def summarise_runs(paths: list[str]) -> tuple[dict, str]:
+    """Mean +- std (over seeds) of final accuracies per mode, from run folders' metrics.json."""
+    per_mode: dict[str, list[dict]] = {}
+    for p in paths:
+        f = Path(p) / "metrics.json"
+        if not f.is_file():
+            raise UserError(f"{p}: no metrics.json; give finished `vislab adapt` run folders")
+        m = json.loads(f.read_text())
+        seed = json.loads((Path(p) / "config.json").read_text()).get("seed") if (Path(p) / "config.json").is_file() else None
+        for mode, r in (m["modes"].items() if "modes" in m else [(m["mode"], m)]):
+            per_mode.setdefault(mode, []).append({**r, "seed": seed, "run": str(p)})
+    summary: dict[str, dict] = {}
+    lines = ["| mode | runs (seeds) | target acc (MNIST-M) mean +- std | source acc mean +- std | "
+             "min source acc over epochs |", "|---|---|---|---|---|"]
+    for mode in [m for m in MODES if m in per_mode]:
+        rs = per_mode[mode]
+        t = np.array([r["target_accuracy"] for r in rs])
+        s_ = np.array([r["source_accuracy"] for r in rs])
+        summary[mode] = {"n": len(rs), "seeds": [r["seed"] for r in rs], "target_mean": t.mean(),
+                         "target_std": t.std(ddof=1) if len(t) > 1 else 0.0, "source_mean": s_.mean(),
+                         "source_std": s_.std(ddof=1) if len(s_) > 1 else 0.0,
+                         "min_source_accuracy": min(r["min_source_accuracy"] for r in rs),
+                         "target_accuracies": t.tolist(), "runs": [r["run"] for r in rs]}
+        v = summary[mode]
+        lines.append(f"| {mode} | {v['n']} ({', '.join(str(x) for x in v['seeds'])}) | {v['target_mean']:.4f} +- "
+                     f"{v['target_std']:.4f} | {v['source_mean']:.4f} +- {v['source_std']:.4f} | "
+                     f"{v['min_source_accuracy']:.4f} |")
+    return summary, "\n".join(lines) + "\n"
+
+
+def run_summary(cfg: AdaptSummaryConfig) -> int:
+    if not cfg.runs:
+        raise UserError("adapt-summary: give run folders with --runs DIR [DIR ...]")
+    summary, table = summarise_runs(cfg.runs)
+    with Run("adapt-summary", cfg) as run:
+        write_text(run.path("comparison.md"), table)
+        run.metrics.update({"modes": summary, "comparison_markdown": table})
+    print(table)
+    return 0
+
+
 def register(subparsers) -> None:
+    add_command(subparsers, "adapt-summary", AdaptSummaryConfig, run_summary,
+                help="table of `vislab adapt` runs: mean +- std over seeds per mode")
     add_command(subparsers, "adapt", AdaptConfig, run_adapt,
                 help="domain adaptation MNIST -> MNIST-M: source-only, DANN, DANN + pseudo-labels, target oracle",
                 description="Unsupervised domain adaptation from MNIST to MNIST-M (Ganin & Lempitsky 2015): "

@@ -1,0 +1,168 @@
+"""DANN training throughput: vislab's loop vs the straightforward reference loop, in the same run.
+
+reference: two torchvision-style DataLoaders (MNIST as PIL "L", MNIST-M as PIL "RGB") with
+per-sample ToTensor + Normalize (+ grey -> 3 channels), zipped, batch 64 + 64, the SPEC network
+(Conv-ReLU-MaxPool) in fp32, GRL + SGD momentum 0.9.
+vislab: the datasets as in-memory uint8 tensors, batches sliced and normalised on the fly,
+``vislab.methods.dann.DANN.update`` (MaxPool-then-ReLU, bf16 autocast, channels_last by default).
+Intermediate rows switch the vislab options off one at a time to show what each contributes.
+
+Each loop runs ``--repeats`` timed blocks of ``--steps`` steps (after a warm-up block), the loops
+interleaved block by block so that drifting CPU load hits them alike; the table gives medians.
+
+    flock /tmp/vislab-cpu.lock .venv/bin/python benchmarks/dann_throughput.py \
+        --data-root ../shared/data/mnist --backgrounds ../shared/data/bsds500/train --out dann_throughput.json
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+from vislab.data.mnist import MNIST_MEAN, MNIST_STD, DigitSet, load_mnist
+from vislab.data.mnistm import load_mnistm
+from vislab.experiments.adapt import to_input
+from vislab.io import write_json
+from vislab.methods.dann import DANN, AdaptHParams
+from vislab.methods.grl import grad_reverse
+from vislab.models.dann import DANNNet, FEATURE_DIM
+
+
+class PILDigits(Dataset):
+    """What torchvision's MNIST dataset does per item: uint8 array -> PIL image -> transform."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform):
+        self.images, self.labels, self.transform = images.numpy(), labels, transform
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        img = self.images[i]
+        pil = Image.fromarray(img, mode="L") if img.ndim == 2 else Image.fromarray(img.transpose(1, 2, 0), mode="RGB")
+        return self.transform(pil), int(self.labels[i])
+
+
+class ReferenceNet(nn.Module):
+    """The SPEC network written the straightforward way (ReLU before MaxPool)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(32, 48, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+        self.classifier = nn.Sequential(nn.Linear(FEATURE_DIM, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(),
+                                        nn.Linear(100, 10))
+        self.domain = nn.Sequential(nn.Linear(FEATURE_DIM, 100), nn.ReLU(), nn.Linear(100, 1), nn.Flatten(0))
+
+
+def reference_loop(src: DigitSet, tgt: DigitSet, bs: int):
+    norm = transforms.Normalize((MNIST_MEAN,) * 3, (MNIST_STD,) * 3)
+    grey = transforms.Compose([transforms.ToTensor(), transforms.Lambda(lambda x: x.repeat(3, 1, 1)), norm])
+    rgb = transforms.Compose([transforms.ToTensor(), norm])
+    ls = DataLoader(PILDigits(src.images, src.labels, grey), batch_size=bs, shuffle=True, drop_last=True)
+    lt = DataLoader(PILDigits(tgt.images, tgt.labels, rgb), batch_size=bs, shuffle=True, drop_last=True)
+    torch.manual_seed(0)
+    net = ReferenceNet()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    dlabels = torch.cat([torch.ones(bs), torch.zeros(bs)])
+
+    def batches():
+        while True:
+            yield from zip(ls, lt)
+
+    it = batches()
+
+    def step():
+        (xs, ys), (xt, _) = next(it)
+        f = net.features(torch.cat([xs, xt]))
+        loss = F.cross_entropy(net.classifier(f[:bs]), ys) + \
+            F.binary_cross_entropy_with_logits(net.domain(grad_reverse(f, 0.5)), dlabels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return step
+
+
+def vislab_loop(src: DigitSet, tgt: DigitSet, bs: int, net: nn.Module | None = None, **hp):
+    torch.manual_seed(0)
+    algo = DANN(net or DANNNet(), AdaptHParams(lambda_schedule="paper", **hp), total_steps=10**9)
+    g = torch.Generator().manual_seed(0)
+    state = {"i": 0, "ps": None, "pt": None}
+    steps_per_epoch = min(len(src), len(tgt)) // bs
+
+    def step():
+        i = state["i"] % steps_per_epoch
+        if i == 0:
+            state["ps"], state["pt"] = torch.randperm(len(src), generator=g), torch.randperm(len(tgt), generator=g)
+        si, ti = state["ps"][i * bs:(i + 1) * bs], state["pt"][i * bs:(i + 1) * bs]
+        algo.update({"xs": to_input(src.images[si], MNIST_MEAN, MNIST_STD), "ys": src.labels[si],
+                     "xt": to_input(tgt.images[ti], MNIST_MEAN, MNIST_STD)})
+        state["i"] += 1
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data-root", help="MNIST IDX folder (default: synthetic random digits, 60,000)")
+    ap.add_argument("--backgrounds", help="MNIST-M background photos folder (default: bundled photos)")
+    ap.add_argument("--batch-size", type=int, default=64, help="images per domain per step (default 64)")
+    ap.add_argument("--steps", type=int, default=100, help="steps per timed block (default 100)")
+    ap.add_argument("--repeats", type=int, default=5, help="timed blocks per loop; medians reported (default 5)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--out", default="dann_throughput.json", help="JSON file to write (default dann_throughput.json)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.data_root:
+        src = load_mnist("train", args.data_root)
+    else:
+        g = torch.Generator().manual_seed(0)
+        src = DigitSet(torch.randint(0, 256, (60000, 28, 28), generator=g, dtype=torch.uint8),
+                       torch.randint(0, 10, (60000,), generator=g))
+    tgt = load_mnistm("train", args.data_root, args.backgrounds, digits=src, allow_download=False)
+
+    loops = {
+        "reference (DataLoaders, PIL ToTensor/Normalize, fp32)": reference_loop(src, tgt, args.batch_size),
+        "vislab in-memory, fp32": vislab_loop(src, tgt, args.batch_size, precision="fp32", channels_last=False),
+        "vislab in-memory, bf16": vislab_loop(src, tgt, args.batch_size, precision="bf16", channels_last=False),
+        "vislab in-memory, bf16 + channels_last, ReLU before pool": vislab_loop(
+            src, tgt, args.batch_size, net=ReferenceNet()),
+        "vislab in-memory, bf16 + channels_last (default)": vislab_loop(src, tgt, args.batch_size),
+    }
+    for step in loops.values():  # warm-up: allocator, oneDNN primitives, loader start
+        for _ in range(max(10, args.steps // 5)):
+            step()
+    rates: dict[str, list[float]] = {name: [] for name in loops}
+    for _, (name, step) in itertools.product(range(args.repeats), loops.items()):
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        rates[name].append(args.steps / (time.perf_counter() - t0))
+    ref = statistics.median(rates[next(iter(loops))])
+    rows = []
+    print(f"{'loop':52s} {'steps/s (median)':>17s} {'min':>7s} {'max':>7s} {'vs reference':>13s}")
+    for name, r in rates.items():
+        med = statistics.median(r)
+        rows.append({"loop": name, "steps_per_s_median": med, "min": min(r), "max": max(r), "speedup": med / ref,
+                     "all": r})
+        print(f"{name:52s} {med:17.1f} {min(r):7.1f} {max(r):7.1f} {med / ref:12.2f}x")
+    default = rows[-1]
+    steps_20 = 20 * (min(len(src), len(tgt)) // args.batch_size)
+    print(f"20 epochs = {steps_20} steps: reference {steps_20 / ref / 60:.1f} min, vislab "
+          f"{steps_20 / default['steps_per_s_median'] / 60:.1f} min of training steps (evaluation not included)")
+    write_json(args.out, {"batch_size": args.batch_size, "steps_per_block": args.steps, "repeats": args.repeats,
+                          "torch_threads": torch.get_num_threads(), "data_root": args.data_root,
+                          "backgrounds": tgt.backgrounds, "rows": rows, "speedup_default": default["speedup"]})
+
+
+if __name__ == "__main__":
+    main()

@@ -223,7 +223,7 @@ def finetune_epoch(net: FineTuneNet, loader, opt: torch.optim.Optimizer, device:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        total += float(loss) * len(y)
+        total += loss.item() * len(y)
         correct += int((logits.argmax(1) == y).sum())
         n += len(y)
     return total / max(n, 1), correct / max(n, 1)

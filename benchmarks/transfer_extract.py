@@ -1,0 +1,181 @@
+"""Feature extraction speed: vislab vs the straightforward loop, same run, same images.
+
+Reference loop (what a course notebook does): torchvision ``ImageFolder`` + PIL transforms
+(resize to 224x224, ToTensor, Normalize), ``DataLoader(batch_size=8, num_workers=2)``, the fp32
+network under ``torch.no_grad``, ``.numpy()`` per batch, features kept in a list.
+
+vislab: :func:`vislab.methods.features.extract_features` (bf16 autocast, channels_last,
+inference_mode, decoding workers, streaming to a fresh on-disk cache: the cache write is timed).
+
+Both sides get a warm-up batch, then ``--repeats`` timed passes interleaved (ref, vislab, ref,
+...); the table shows median images/s and the ratio. ``--accuracy`` also extracts the whole
+train and test splits with vislab in fp32 and in bf16 and compares LinearSVC(C=1) test accuracy.
+
+    flock /tmp/vislab-cpu.lock .venv/bin/python benchmarks/transfer_extract.py DATA_DIR \\
+        --model vgg16 --no-weights --limit 200
+    flock /tmp/vislab-cpu.lock .venv/bin/python benchmarks/transfer_extract.py DATA_DIR \\
+        --model efficientnet_lite0 --limit 600 --accuracy
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def reference_extractor(backbone, layer: str) -> nn.Module:
+    """The network cut at ``layer`` the way one writes it by hand (no hooks)."""
+    net = backbone.net
+    path = backbone.module_path(layer)
+    if backbone.name.startswith(("vgg", "alexnet")) and path.startswith("classifier."):
+        idx = int(path.split(".")[1])
+        return nn.Sequential(net.features, net.avgpool, nn.Flatten(1), *net.classifier[:idx + 1]).eval()
+    if backbone.name.startswith("efficientnet_lite") and layer == "pooled":
+        class Pooled(nn.Module):
+            def forward(self, x):
+                return net.forward_head(net.forward_features(x), pre_logits=True)
+        return Pooled().eval()
+    raise SystemExit(f"no hand-written reference for {backbone.name} {layer}; use vgg16 relu7 or efficientnet_lite* pooled")
+
+
+def run_reference(data: Path, indices: list[int], backbone, layer: str, batch_size: int, workers: int) -> tuple[np.ndarray, float]:
+    from torchvision import datasets, transforms as T
+
+    pre = backbone.preprocess
+    tf = T.Compose([T.Resize((pre.input_size, pre.input_size)), T.ToTensor(), T.Normalize(pre.mean, pre.std)])
+    ds = torch.utils.data.Subset(datasets.ImageFolder(str(data / "train"), transform=tf), indices)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
+    model = reference_extractor(backbone, layer)
+    feats = []
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for x, _ in loader:
+            feats.append(model(x).numpy())
+    return np.concatenate(feats), time.perf_counter() - t0
+
+
+def run_vislab(images, extractor, batch_size: int, workers: int) -> tuple[np.ndarray, float]:
+    from vislab.methods.features import extract_features
+
+    with tempfile.TemporaryDirectory() as cache:  # a fresh cache: every image goes through the network
+        t0 = time.perf_counter()
+        sets, _ = extract_features(images, extractor, cache_root=cache, resize="squash", batch_size=batch_size,
+                                   workers=workers, desc="vislab")
+        elapsed = time.perf_counter() - t0
+        return np.array(sets[extractor.layers[0]].features), elapsed
+
+
+def svm_accuracy(data: Path, backbone, layer: str, precision: str, cache: str, batch_size: int, workers: int) -> float:
+    from vislab.data.scenes import load_image_folder
+    from vislab.methods.features import FeatureExtractor, extract_features
+    from vislab.methods.linear import accuracy, fit_svm
+
+    extractor = FeatureExtractor(backbone, [layer], precision=precision)
+    train, test = load_image_folder(data)
+    out = []
+    for split in (train, test):
+        sets, stats = extract_features(split, extractor, cache_root=cache, resize="squash", batch_size=batch_size,
+                                       workers=workers, desc=f"{precision} {split.split}")
+        out.append(sets[layer].arrays(l2=True))
+    (Xtr, ytr), (Xte, yte) = out
+    clf, _ = fit_svm(Xtr, ytr, 1.0)
+    return accuracy(yte, clf.predict(Xte))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("data", type=Path, help="folder with train/<class>/ and test/<class>/ (e.g. 15-Scene)")
+    p.add_argument("--model", default="efficientnet_lite0", help="backbone (default: efficientnet_lite0)")
+    p.add_argument("--layer", default=None, help="feature layer (default: the backbone's, relu7 for VGG16)")
+    p.add_argument("--no-weights", action="store_true", help="random weights (timing only; VGG16 offline)")
+    p.add_argument("--limit", type=int, default=200, help="timed images, spread over the classes of train/ (default 200)")
+    p.add_argument("--repeats", type=int, default=3, help="timed passes per side; medians are reported (default 3)")
+    p.add_argument("--batch-size", type=int, default=16, help="vislab batch size (default 16; the reference uses 8)")
+    p.add_argument("--workers", type=int, default=0, help="vislab decoding workers (default 0; the reference uses 2)")
+    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"], help="vislab precision (default bf16)")
+    p.add_argument("--accuracy", action="store_true",
+                   help="also compare LinearSVC(C=1) test accuracy on full-data fp32 vs bf16 vislab features")
+    p.add_argument("--cache", default=None, help="feature cache for --accuracy (default: a temporary folder)")
+    p.add_argument("--json", type=Path, default=None, help="where to write the results (default: benchmarks/results/)")
+    args = p.parse_args(argv)
+
+    from vislab.data.scenes import list_split
+    from vislab.methods.features import FeatureExtractor
+    from vislab.models.backbones import build_backbone
+
+    torch.manual_seed(0)
+    backbone = build_backbone(args.model, "none" if args.no_weights else "imagenet")
+    layer = args.layer or backbone.default_layer
+    train = list_split(args.data, "train")
+    step = max(1, len(train) // args.limit)
+    indices = list(range(0, len(train), step))[:args.limit]
+    images = train.subset(indices)
+    from torchvision import datasets
+
+    ref_paths = [Path(datasets.ImageFolder(str(args.data / "train")).samples[i][0]) for i in indices]
+    if ref_paths != images.paths:
+        raise SystemExit("ImageFolder and vislab list the images in different orders; cannot compare")
+    extractor = FeatureExtractor(backbone, [layer], precision=args.precision)
+
+    # Warm-up (oneDNN picks and packs kernels on first use) outside the timings, both sides.
+    size = backbone.preprocess.input_size
+    with torch.no_grad():
+        reference_extractor(backbone, layer)(torch.rand(8, 3, size, size))
+    extractor(torch.rand(args.batch_size, 3, size, size))
+
+    ref_t, vis_t = [], []
+    for r in range(args.repeats):
+        ref_feats, t = run_reference(args.data, indices, backbone, layer, batch_size=8, workers=2)
+        ref_t.append(t)
+        vis_feats, t = run_vislab(images, extractor, args.batch_size, args.workers)
+        vis_t.append(t)
+        print(f"repeat {r + 1}: reference {len(indices) / ref_t[-1]:.1f} images/s, vislab {len(indices) / vis_t[-1]:.1f} images/s",
+              file=sys.stderr, flush=True)
+    cos = float(np.mean(np.sum(ref_feats * vis_feats, 1) /
+                        (np.linalg.norm(ref_feats, axis=1) * np.linalg.norm(vis_feats, axis=1) + 1e-12)))
+    n = len(indices)
+    ref_ips, vis_ips = n / statistics.median(ref_t), n / statistics.median(vis_t)
+    result = {
+        "model": args.model, "layer": layer, "weights": "none" if args.no_weights else "imagenet", "images": n,
+        "repeats": args.repeats, "torch_threads": torch.get_num_threads(),
+        "reference": {"images_per_s": ref_ips, "seconds": ref_t, "batch_size": 8, "workers": 2, "precision": "fp32"},
+        "vislab": {"images_per_s": vis_ips, "seconds": vis_t, "batch_size": args.batch_size, "workers": args.workers,
+                   "precision": extractor.precision, "channels_last": True,
+                   "folded_bn": extractor.folded_bn},
+        "speedup": vis_ips / ref_ips, "mean_cosine_reference_vs_vislab": cos,
+    }
+    print(f"\n{args.model} {layer}, {n} images of {args.data / 'train'}, median of {args.repeats}")
+    print(f"{'pipeline':<44} {'images/s':>9}")
+    print(f"{'reference (fp32, batch 8, 2 workers)':<44} {ref_ips:>9.1f}")
+    print(f"{'vislab (' + extractor.precision + f', batch {args.batch_size}, {args.workers} workers)':<44} {vis_ips:>9.1f}")
+    print(f"{'speed-up':<44} {vis_ips / ref_ips:>8.2f}x")
+    print(f"mean cosine similarity of the features (reference fp32 vs vislab): {cos:.4f}")
+
+    if args.accuracy:
+        with tempfile.TemporaryDirectory() as tmp:
+            cache = args.cache or tmp
+            acc = {prec: svm_accuracy(args.data, backbone, layer, prec, cache, args.batch_size, args.workers)
+                   for prec in ("fp32", "bf16")}
+        result["svm_test_accuracy"] = acc
+        result["bf16_minus_fp32_points"] = 100 * (acc["bf16"] - acc["fp32"])
+        print(f"LinearSVC(C=1) test accuracy: fp32 {acc['fp32']:.4f}, bf16 {acc['bf16']:.4f} "
+              f"({result['bf16_minus_fp32_points']:+.2f} points)")
+
+    out = args.json or Path(__file__).parent / "results" / f"transfer_extract_{args.model}.json"
+    from vislab.io import write_json
+
+    write_json(out, result)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

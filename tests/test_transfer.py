@@ -1,0 +1,397 @@
+"""Part A transfer learning: image-folder listing, cached feature extraction, classifiers, CLI.
+
+Everything runs on a tiny generated image folder and a tiny random CNN (no network, no
+/work/shared data); one test builds VGG16 with random weights to check the relu7 plumbing.
+"""
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from vislab.cli import main
+from vislab.data import scenes
+from vislab.data.download import tree_digest
+from vislab.errors import UserError
+from vislab.methods import features as F
+from vislab.methods import linear
+from vislab.models.backbones import Backbone, Preprocess
+
+CLASSES = ["beach", "forest", "kitchen"]
+LEVELS = {"beach": 40, "forest": 130, "kitchen": 220}  # class = brightness: separable by any CNN
+
+
+def _write_folder(root: Path, n_train: int = 4, n_test: int = 3, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for cls in CLASSES:
+            d = root / split / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                h, w = 30, 40 + 4 * i
+                pixels = np.clip(LEVELS[cls] + rng.normal(0, 12, (h, w)), 0, 255).astype(np.uint8)
+                if i == 1:  # colour PNGs mixed with greyscale JPEGs, as in user folders
+                    Image.fromarray(np.stack([pixels] * 3, -1)).save(d / f"img{i}.png")
+                else:
+                    Image.fromarray(pixels, mode="L").save(d / f"img{i}.jpg", quality=95)
+    return root
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return _write_folder(tmp_path / "data")
+
+
+class TinyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                      nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flat = nn.Flatten(1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.fc(self.flat(self.pool(self.features(x))))
+
+
+def tiny_backbone(seed: int = 0) -> Backbone:
+    torch.manual_seed(seed)
+    net = TinyNet()
+    with torch.no_grad():  # non-trivial BN statistics, so that folding them is really tested
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    layers = {"conv1": "features.0", "bn1": "features.1", "relu1": "features.2", "conv2": "features.3",
+              "relu2": "features.5", "pooled": "flat", "logits": "fc"}
+    return Backbone("tiny", net.eval().requires_grad_(False), Preprocess(input_size=32, resize=36), layers,
+                    "pooled", "none")
+
+
+@pytest.fixture
+def use_tiny(monkeypatch):
+    """vislab transfer builds the tiny CNN whatever --model says (seeded like a random init)."""
+    from vislab.experiments import transfer
+
+    monkeypatch.setattr(transfer, "build_backbone", lambda name, weights, device: tiny_backbone(torch.initial_seed()))
+
+
+# --- listing ---------------------------------------------------------------------------------
+
+def test_list_image_folder_labels_and_order(folder):
+    train, test = scenes.load_image_folder(folder)
+    assert train.classes == CLASSES and test.classes == CLASSES
+    assert len(train) == 12 and len(test) == 9
+    assert train.labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert [p.name for p in train.paths[:4]] == ["img0.jpg", "img1.png", "img2.jpg", "img3.jpg"]
+    assert all(p.parent.name == CLASSES[y] for p, y in zip(test.paths, test.labels))
+
+
+def test_list_errors_name_the_problem(folder, tmp_path):
+    with pytest.raises(UserError, match="train/<class>/"):
+        scenes.list_split(tmp_path / "nowhere", "train")
+    (folder / "test" / "extra").mkdir()
+    (folder / "test" / "extra" / "a.jpg").write_bytes(b"x")
+    with pytest.raises(UserError, match=r"unexpected: \['extra'\]"):
+        scenes.load_image_folder(folder)
+    (folder / "train" / "empty").mkdir()
+    with pytest.raises(UserError, match="empty holds no image files"):
+        scenes.list_split(folder, "train")
+
+
+def test_digest_tracks_content_names_and_labels(folder):
+    train = scenes.list_split(folder, "train")
+    d0 = train.digest()
+    assert scenes.list_split(folder, "train").digest() == d0
+    img = train.paths[2]
+    img.write_bytes(img.read_bytes() + b"\0")  # same name, other bytes
+    assert scenes.list_split(folder, "train").digest() != d0
+    assert train.subset([0, 1]).digest() != d0
+
+
+# --- fetch -----------------------------------------------------------------------------------
+
+def _zip_of(folder: Path, zpath: Path) -> Path:
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                zf.write(p, "15SceneData/" + p.relative_to(folder).as_posix())
+    return zpath
+
+
+def test_fetch_15scene_checks_content(folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("VISLAB_CACHE", str(tmp_path / "cache"))
+    url = _zip_of(folder, tmp_path / "15ScenesData.zip").as_uri()
+    want = tree_digest(folder, (".jpg",))
+    dest = scenes.fetch_15scene(tmp_path / "scenes", url=url, expected_tree=want)
+    assert (dest / "train" / "beach" / "img0.jpg").is_file() and (dest / "test").is_dir()
+    assert scenes.load_image_folder(dest)[0].digest() != ""  # a usable image folder
+    # Verified data present: no download (the URL is gone), same folder back.
+    assert scenes.fetch_15scene(tmp_path / "scenes", url=url + ".gone", expected_tree=want) == dest
+    # Another archive's content is refused, and nothing is left at the destination.
+    with pytest.raises(UserError, match="tree digest"):
+        scenes.fetch_15scene(tmp_path / "other", url=url, expected_tree="0" * 64)
+    assert not (tmp_path / "other").exists()
+    # A folder with other content is not mistaken for 15-Scene.
+    with pytest.raises(UserError, match="not the 15-Scene data"):
+        scenes.fetch_15scene(folder, url=url, expected_tree="0" * 64)
+
+
+def test_fetch_15scene_archive_checksum(folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("VISLAB_CACHE", str(tmp_path / "cache"))
+    url = _zip_of(folder, tmp_path / "15ScenesData.zip").as_uri()
+    with pytest.raises(UserError, match="SHA-256"):
+        scenes.fetch_15scene(tmp_path / "s", url=url, sha256="f" * 64, expected_tree=None)
+
+
+# --- numerical pieces ------------------------------------------------------------------------
+
+def test_l2_normalize_by_hand():
+    out = F.l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0], [-1.0, 0.0]]))
+    np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0], [-1.0, 0.0]])
+
+
+def test_pool_output_modes():
+    t = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).view(2, 3, 2, 2)
+    assert torch.equal(F.pool_output(t, "avg")[0], torch.tensor([1.5, 5.5, 9.5]))
+    assert torch.equal(F.pool_output(t, "max")[1], torch.tensor([15.0, 19.0, 23.0]))
+    assert F.pool_output(t, "flatten").shape == (2, 12)
+    assert F.pool_output(torch.ones(2, 5), "avg").shape == (2, 5)
+
+
+def test_layer_choice_reads_that_layer():
+    bb = tiny_backbone()
+    x = torch.rand(2, 3, 32, 32)
+    ex = F.FeatureExtractor(bb, ["conv1", "pooled", "logits"], precision="fp32", fold_bn=False)
+    out = ex(x)
+    xn = bb.preprocess.normalize(x)
+    torch.testing.assert_close(out["conv1"], bb.net.features[0](xn).mean(dim=(2, 3)))
+    torch.testing.assert_close(out["logits"], bb.net(xn))
+    assert out["pooled"].shape == (2, 16) and out["conv1"].shape == (2, 8)
+    with pytest.raises(UserError, match="not a layer of tiny"):
+        F.FeatureExtractor(bb, ["fc9"])
+
+
+def test_fold_batchnorm_same_features_and_keeps_tapped_convs():
+    bb = tiny_backbone()
+    x = torch.rand(3, 3, 32, 32)
+    plain = F.FeatureExtractor(bb, ["conv2", "pooled"], precision="fp32", fold_bn=False)(x)
+    ex = F.FeatureExtractor(bb, ["conv2", "pooled"], precision="fp32", fold_bn=True)
+    assert ex.folded_bn == 1  # bn1 folded into conv1; conv2 is tapped, so its BN stays
+    folded = ex(x)
+    for k in plain:
+        torch.testing.assert_close(folded[k], plain[k], rtol=1e-4, atol=1e-5)
+    assert isinstance(bb.net.features[1], nn.BatchNorm2d)  # the shared backbone is untouched
+
+
+def test_bf16_features_close_to_fp32():
+    bb = tiny_backbone()
+    x = torch.rand(4, 3, 32, 32)
+    a = F.FeatureExtractor(bb, ["pooled"], precision="fp32")(x)["pooled"]
+    b = F.FeatureExtractor(bb, ["pooled"], precision="bf16")(x)["pooled"]
+    assert b.dtype == torch.float32
+    cos = torch.nn.functional.cosine_similarity(a, b)
+    assert cos.min() > 0.99
+
+
+def test_vgg16_relu7_plumbing_random_weights():
+    from vislab.models.backbones import build_backbone
+
+    torch.manual_seed(0)
+    bb = build_backbone("vgg16", "none")
+    ex = F.FeatureExtractor(bb, [bb.default_layer], precision="bf16")
+    out = ex(torch.rand(2, 3, 224, 224))["relu7"]
+    assert bb.default_layer == "relu7" and out.shape == (2, 4096) and (out >= 0).all()
+    assert ex.folded_bn == 0
+
+
+# --- cache -----------------------------------------------------------------------------------
+
+def _extract(images, bb, tmp_path, layers=("pooled",), **kw):
+    opts = {"precision": "fp32", **{k: kw.pop(k) for k in ("precision", "pool") if k in kw}}
+    ex = F.FeatureExtractor(bb, list(layers), **opts)
+    return F.extract_features(images, ex, cache_root=tmp_path / "fc", batch_size=kw.pop("batch_size", 4), **kw)
+
+
+def test_cache_hit_and_miss(folder, tmp_path):
+    train = scenes.list_split(folder, "train")
+    bb = tiny_backbone()
+    sets, stats = _extract(train, bb, tmp_path, layers=("pooled", "conv1"))
+    assert not stats.cache_hit and stats.images == 12
+    assert sets["pooled"].features.shape == (12, 16) and sets["conv1"].features.shape == (12, 8)
+    again, stats2 = _extract(train, bb, tmp_path, layers=("pooled", "conv1"))
+    assert stats2.cache_hit and stats2.images == 0 and again["pooled"].cache_hit
+    np.testing.assert_array_equal(again["pooled"].features, sets["pooled"].features)
+    # One cached layer + one new one: only the new one is computed, in one pass.
+    mixed, stats3 = _extract(train, bb, tmp_path, layers=("pooled", "relu1"))
+    assert mixed["pooled"].cache_hit and not mixed["relu1"].cache_hit and stats3.images == 12
+
+
+@pytest.mark.parametrize("change", ["content", "weights", "layer", "resize", "precision", "pool"])
+def test_cache_invalidated_by_every_key(folder, tmp_path, change):
+    train = scenes.list_split(folder, "train")
+    sets, _ = _extract(train, tiny_backbone(), tmp_path, layers=("relu2",))
+    bb, layers, kw = tiny_backbone(), ("relu2",), {}
+    if change == "content":
+        Image.new("L", (40, 30), 7).save(train.paths[0])
+        train = scenes.list_split(folder, "train")
+    elif change == "weights":
+        bb = tiny_backbone(seed=1)
+    elif change == "layer":
+        layers = ("relu1",)
+    elif change == "resize":
+        kw["resize"] = "crop"
+    elif change == "precision":
+        kw["precision"] = "bf16"
+    elif change == "pool":
+        kw["pool"] = "max"
+    other, stats = _extract(train, bb, tmp_path, layers=layers, **kw)
+    assert not stats.cache_hit and stats.images == 12
+    assert other[layers[0]].key != sets["relu2"].key
+
+
+def test_interrupted_extraction_resumes(folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(F, "CHUNK_IMAGES", 4)
+    train = scenes.list_split(folder, "train")
+    full, _ = _extract(train, tiny_backbone(), tmp_path / "ref", batch_size=2)
+    calls = {"n": 0}
+    real_call = F.FeatureExtractor.__call__
+
+    def flaky(self, x):
+        calls["n"] += 1
+        if calls["n"] == 4:  # dies during the 2nd chunk of 4 images (batches of 2)
+            raise KeyboardInterrupt
+        return real_call(self, x)
+
+    monkeypatch.setattr(F.FeatureExtractor, "__call__", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        _extract(train, tiny_backbone(), tmp_path, batch_size=2)
+    entry = next((tmp_path / "fc").iterdir())
+    assert sorted(p.name for p in entry.glob("part-*")) == ["part-00000.npz"]
+    assert not (entry / "done.json").exists()
+    calls["n"] = -100
+    sets, stats = _extract(train, tiny_backbone(), tmp_path, batch_size=2)
+    assert stats.images == 8 and calls["n"] == -100 + 4  # only images 4..11 went through the network
+    np.testing.assert_allclose(sets["pooled"].features, full["pooled"].features, rtol=1e-5, atol=1e-6)
+    assert not list(entry.glob("part-*"))  # merged into features.npy
+
+
+# --- classifiers -----------------------------------------------------------------------------
+
+def _blobs(n_per_class=30, dim=5, seed=0, noise=1.0):
+    centers = np.random.default_rng(42).normal(0, 3, (3, dim))  # the same classes in train and test
+    rng = np.random.default_rng(seed)
+    X = np.concatenate([c + rng.normal(0, noise, (n_per_class, dim)) for c in centers]).astype(np.float32)
+    y = np.repeat(np.arange(3), n_per_class)
+    return X, y
+
+
+def test_c_sweep_never_sees_test_data():
+    Xtr, ytr = _blobs(seed=0, noise=2.5)
+    Xte, yte = _blobs(seed=1, noise=2.5)
+    a = linear.c_sweep(Xtr, ytr, Xte, yte, [0.0001, 0.1, 10], folds=3)
+    rng = np.random.default_rng(5)
+    b = linear.c_sweep(Xtr, ytr, rng.normal(size=Xte.shape), rng.permutation(yte), [0.0001, 0.1, 10], folds=3)
+    assert a["best_C"] == b["best_C"] and a["cv_accuracy"] == b["cv_accuracy"]
+    assert a["test_accuracy"] != b["test_accuracy"]
+    sel = linear.select_c(Xtr, ytr, [10, 0.0001, 0.1], folds=3)
+    assert sel.Cs == [0.0001, 0.1, 10] and sel.best_C == a["best_C"]
+    assert min(a["cv_accuracy"]) < max(a["cv_accuracy"])  # C matters on these data
+
+
+def test_per_class_accuracy_by_hand():
+    y = np.array([0, 0, 1, 1, 1, 2])
+    p = np.array([0, 1, 1, 1, 0, 0])
+    out = linear.per_class_accuracy(y, p, 4)
+    np.testing.assert_allclose(out[:3], [0.5, 2 / 3, 0.0])
+    assert np.isnan(out[3])
+
+
+def test_pca_svm_and_linear_head():
+    Xtr, ytr = _blobs(seed=0)
+    Xte, yte = _blobs(seed=1)
+    res = linear.pca_svm(Xtr, ytr, Xte, yte, n_components=50, C=1.0)
+    assert res["n_components"] == 5 and res["explained_variance"] == pytest.approx(1.0, abs=1e-5)
+    assert res["test_accuracy"] > 0.9
+    head, hist = linear.train_linear_head(Xtr, ytr, Xte, yte, 3, epochs=30, lr=0.05)
+    _, hist2 = linear.train_linear_head(Xtr, ytr, Xte, yte, 3, epochs=30, lr=0.05)
+    assert hist == hist2  # seeded
+    assert head.weight.shape == (3, 5) and hist["train_loss"][-1] < hist["train_loss"][0]
+    assert hist["test_accuracy"][-1] > 0.9
+
+
+# --- the command -----------------------------------------------------------------------------
+
+def _run(args: list[str]) -> dict:
+    assert main(["transfer", *args]) == 0
+    out = Path(args[args.index("--out") + 1])
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_transfer_command_end_to_end(folder, tmp_path, use_tiny):
+    base = ["--data", str(folder), "--cache", str(tmp_path / "fc"), "--model", "efficientnet_lite0"]
+    m = _run(base + ["--out", str(tmp_path / "r1")])
+    assert isinstance(m["test_accuracy"], float) and m["cache_hit"] is False and m["extracted_images"] == 21
+    assert m["n_train"] == 12 and m["n_test"] == 9 and set(m["per_class_accuracy"]) == set(CLASSES)
+    assert (tmp_path / "r1" / "confusion_efficientnet_lite0_pooled_squash.png").is_file()
+    m2 = _run(base + ["--out", str(tmp_path / "r2")])
+    assert m2["cache_hit"] is True and m2["extracted_images"] == 0 and m2["test_accuracy"] == m["test_accuracy"]
+    m3 = _run(base + ["--out", str(tmp_path / "r3"), "--layers", "pooled", "relu1", "--c-grid", "0.1", "1", "10",
+                      "--cv-folds", "2", "--pca", "4", "--head", "svm", "linear", "--head-epochs", "3"])
+    heads = [(v["layer"], v["head"]) for v in m3["variants"]]
+    assert heads == [("pooled", "svm"), ("pooled", "svm (C by CV)"), ("pooled", "pca4+svm"), ("pooled", "linear"),
+                     ("relu1", "svm"), ("relu1", "svm (C by CV)"), ("relu1", "pca4+svm"), ("relu1", "linear")]
+    assert m3["test_accuracy"] == m["test_accuracy"]  # first variant = the configured C on the default layer
+    assert m3["variants"][4]["dim"] == 8 and m3["c_sweep"]["efficientnet_lite0_pooled_squash"]["C"] == [0.1, 1.0, 10.0]
+    for name in ("c_sweep_efficientnet_lite0_relu1_squash.png", "linear_head_efficientnet_lite0_pooled_squash.png",
+                 "comparison.png", "variants.txt"):
+        assert (tmp_path / "r3" / name).is_file()
+
+
+def test_transfer_bad_images(folder, tmp_path, use_tiny, capsys):
+    (folder / "train" / "beach" / "broken.jpg").write_bytes(b"not a jpeg")
+    (folder / "test" / "forest" / "empty.png").write_bytes(b"")
+    base = ["--data", str(folder), "--cache", str(tmp_path / "fc")]
+    assert main(["transfer", *base, "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "2 image file(s) cannot be read" in err and "broken.jpg" in err and "empty.png" in err
+    assert "--skip-bad" in err and not (tmp_path / "bad").exists()
+    m = _run(base + ["--out", str(tmp_path / "ok"), "--skip-bad"])
+    assert m["bad_images"] == 2 and m["cache_hit"] is True  # the failed run's features were cached
+    assert m["n_train"] == 13 and any(f.endswith("broken.jpg") for f in m["bad_files"])
+
+
+def test_transfer_finetune_curves(folder, tmp_path, use_tiny):
+    m = _run(["--data", str(folder), "--cache", str(tmp_path / "fc"), "--out", str(tmp_path / "ft"),
+              "--head", "finetune", "--finetune-epochs", "2", "--finetune-batch-size", "4"])
+    (row,) = m["variants"]
+    assert row["head"] == "finetune" and row["epochs"] == 2
+    hist = m["finetune"]["efficientnet_lite0_pooled_squash"]
+    assert len(hist["train_loss"]) == 2 and len(hist["test_accuracy"]) == 2
+    assert (tmp_path / "ft" / "finetune_efficientnet_lite0_pooled_squash.png").is_file()
+    assert not list((tmp_path / "ft").glob("checkpoint*"))
+
+
+def test_finetune_only_trains_with_lower_backbone_lr():
+    bb = tiny_backbone()
+    net = linear.FineTuneNet(bb, "pooled", 3)
+    opt = linear.finetune_optimizer(net, lr=0.1, backbone_lr_mult=0.1)
+    assert [g["lr"] for g in opt.param_groups] == [pytest.approx(0.01), 0.1]
+    net.train()
+    assert not net.body.net.features[1].training and net.head.training  # BN statistics frozen
+
+
+def test_transfer_rejects_bad_options(tmp_path, capsys):
+    assert main(["transfer", "--out", str(tmp_path / "x")]) == 2
+    assert "--data DIR is required" in capsys.readouterr().err
+    assert main(["transfer", "--data", str(tmp_path), "--c", "0", "--out", str(tmp_path / "y")]) == 2
+    assert "C must be positive" in capsys.readouterr().err

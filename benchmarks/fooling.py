@@ -3,9 +3,10 @@
 Reference (what the course notebook does, per image): the straightforward loop -- forward,
 stop if the prediction is the target, backward of the target logit, x += lr * g / ||g||_2 on
 the normalised image (written here in pixel space with the same mapping as vislab), clamp.
-vislab: :func:`vislab.methods.fooling.fool` on the whole batch (each image stops on its own;
-finished images leave the batch), in fp32 and with bf16 autocast (+ channels_last).
-Also timed: vislab's ``fool`` called one image at a time (isolates the effect of batching).
+vislab: :func:`vislab.methods.fooling.fool` on the whole batch, and on batches of ``--chunk``
+images (each image stops on its own; finished images leave the batch), in fp32 and with bf16
+autocast + channels_last. Also timed: vislab's ``fool`` called one image at a time (isolates
+the effect of batching).
 
 Both sides use the course's stopping rule (``stop_on_uint8=False``) so they do the same steps;
 the table checks that the iterations per image agree. Variants are interleaved over
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", type=int, default=6, help="target class (6 = stingray)")
     ap.add_argument("--learning-rate", type=float, default=1.0, help="course step (normalised image)")
     ap.add_argument("--max-iterations", type=int, default=100, help="most steps per image")
+    ap.add_argument("--chunk", type=int, default=5, help="size of the small batches also timed")
     ap.add_argument("--limit", type=int, default=None, help="use only the first LIMIT images")
     ap.add_argument("--repeats", type=int, default=3, help="timed rounds (medians reported)")
     ap.add_argument("--json", default="benchmarks/results/fooling.json", help="where to write the timings")
@@ -76,21 +78,28 @@ def main(argv: list[str] | None = None) -> int:
     kw = dict(learning_rate=args.learning_rate, max_iterations=args.max_iterations, stop_on_uint8=False)
     t, bf16 = args.target, torch.bfloat16
 
-    def loop(m, amp=None):
-        return [int(fool(m, x[i:i + 1], t, amp_dtype=amp, **kw).iterations) for i in range(len(x))]
+    def chunks(m, size, amp=None):
+        return sum((fool(m, x[i:i + size], t, amp_dtype=amp, **kw).iterations.tolist()
+                    for i in range(0, len(x), size)), [])
 
+    n, c = len(x), args.chunk
     variants = {
         "reference loop fp32 (course)": lambda: reference_loop(model, x, t, args.learning_rate, args.max_iterations),
-        "vislab fool, one image at a time, fp32": lambda: loop(model),
-        "vislab fool, batched, fp32": lambda: fool(model, x, t, **kw).iterations.tolist(),
-        "vislab fool, one image at a time, bf16+CL": lambda: loop(model_cl, bf16),
-        "vislab fool, batched, bf16": lambda: fool(model, x, t, amp_dtype=bf16, **kw).iterations.tolist(),
-        "vislab fool, batched, bf16+CL": lambda: fool(model_cl, x, t, amp_dtype=bf16, **kw).iterations.tolist(),
+        "vislab fool, one image at a time, fp32": lambda: chunks(model, 1),
+        f"vislab fool, batch of {n}, fp32": lambda: chunks(model, n),
+        f"vislab fool, batches of {c}, fp32": lambda: chunks(model, c),
+        "vislab fool, one image at a time, bf16+CL": lambda: chunks(model_cl, 1, bf16),
+        f"vislab fool, batch of {n}, bf16+CL": lambda: chunks(model_cl, n, bf16),
+        f"vislab fool, batches of {c}, bf16+CL": lambda: chunks(model_cl, c, bf16),
     }
-    with torch.no_grad():  # warm-up (oneDNN primitive creation) for both layouts and precisions
-        model(x[:2])
-        with torch.autocast("cpu", dtype=bf16):
-            model(x[:2]), model_cl(x[:2])
+    # Warm-up: every variant once with 3 steps, so that oneDNN has created its primitives for
+    # every batch size and layout before anything is timed (the first variant would pay otherwise).
+    full, kw["max_iterations"] = kw["max_iterations"], 3
+    reference_loop(model, x, t, args.learning_rate, 3)
+    for name, fn in variants.items():
+        if name.startswith("vislab"):
+            fn()
+    kw["max_iterations"] = full
     times: dict[str, list[float]] = {k: [] for k in variants}
     iters: dict[str, list[int]] = {}
     for r in range(args.repeats):
@@ -115,13 +124,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['variant']:44s} {row['median_s']:9.2f} {row['speedup_vs_reference']:8.2f}x "
               f"{row['total_iterations']:6d} {row['iterations_equal_to_reference']:>8s}")
     by = {row["variant"]: row["median_s"] for row in rows}
+    one32, one16 = by["vislab fool, one image at a time, fp32"], by["vislab fool, one image at a time, bf16+CL"]
     summary = {
-        "batched_fp32_vs_reference_loop": round(ref / by["vislab fool, batched, fp32"], 2),
-        "batched_fp32_vs_vislab_loop_fp32": round(by["vislab fool, one image at a time, fp32"]
-                                                  / by["vislab fool, batched, fp32"], 2),
-        "batched_bf16cl_vs_vislab_loop_bf16cl": round(by["vislab fool, one image at a time, bf16+CL"]
-                                                      / by["vislab fool, batched, bf16+CL"], 2),
-        "best_batched_vs_reference_loop": round(ref / min(by[k] for k in by if "batched" in k), 2),
+        f"batch_of_{n}_fp32_vs_reference_loop": round(ref / by[f"vislab fool, batch of {n}, fp32"], 2),
+        f"batches_of_{c}_fp32_vs_reference_loop": round(ref / by[f"vislab fool, batches of {c}, fp32"], 2),
+        f"batch_of_{n}_vs_one_at_a_time_fp32": round(one32 / by[f"vislab fool, batch of {n}, fp32"], 2),
+        f"batches_of_{c}_vs_one_at_a_time_fp32": round(one32 / by[f"vislab fool, batches of {c}, fp32"], 2),
+        f"batch_of_{n}_vs_one_at_a_time_bf16cl": round(one16 / by[f"vislab fool, batch of {n}, bf16+CL"], 2),
+        f"batches_of_{c}_vs_one_at_a_time_bf16cl": round(one16 / by[f"vislab fool, batches of {c}, bf16+CL"], 2),
+        "best_vislab_vs_reference_loop": round(ref / min(v for k, v in by.items() if k.startswith("vislab")), 2),
     }
     for k, v in summary.items():
         print(f"{k}: {v}x")

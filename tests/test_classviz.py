@@ -137,3 +137,17 @@ def test_cli_classviz_with_sweep(tmp_path):
     assert len(m["sweep"]["results"]) == 2 and set(m["sweep"]["results"][0]["probability_by_iterations"]) == {"1", "2"}
     for name in ("snapshots.png", "sweep.png", "classviz_76.png", "classviz_113.png"):
         assert (out / name).is_file()
+
+
+def test_cli_batching_does_not_change_the_images():
+    from vislab.experiments.visualize import ClassVizConfig, _classviz_batches
+
+    model = conv_model(2)
+    f64 = dict(dtype=torch.float64)
+    args = (model, _rand(seed=5), torch.tensor([0, 1, 2]), torch.tensor([1.0, 5.0, 20.0], **f64),
+            torch.tensor([1e-3, 1e-2, 1e-3], **f64))
+    common = dict(blur_every=2, max_jitter=2, show_every=2, iterations=4)
+    one = _classviz_batches(*args, ClassVizConfig(batch_size=1), common)
+    three = _classviz_batches(*args, ClassVizConfig(batch_size=3), common)
+    torch.testing.assert_close(one.images, three.images, rtol=0, atol=1e-12)
+    assert [s for s, _ in one.snapshots] == [2, 4] and one.snapshots[0][1].shape == (3, 3, HW, HW)

@@ -573,7 +573,7 @@ def register(subparsers) -> None:
                     "measure it: FID and KID on the features of a vislab MNIST classifier, beside the "
                     "real-vs-real baseline, and for the cDCGAN the share of samples classified as the requested "
                     "digit. Without an ACTION, `vislab gan [options]` trains.")
-    actions = parser.add_subparsers(dest="gan_action", metavar="ACTION", required=False,
+    actions = parser.add_subparsers(dest="gan_action", metavar="[sample|interpolate|compare]", required=False,
                                     title="actions (instead of training)")
     for name, cls, fn, text in (
         ("sample", SampleConfig, run_sample,

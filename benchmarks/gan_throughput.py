@@ -1,0 +1,186 @@
+"""DCGAN training throughput: vislab's loop vs the straightforward reference loop, same run.
+
+Reference (the course's loop): ``torchvision.datasets.MNIST`` + ``DataLoader(batch_size=128,
+shuffle=True)`` with per-sample ``Resize(32) + ToTensor + Normalize(0.5, 0.5)`` on PIL images,
+float32 contiguous networks (plain ``nn.Sequential`` per SPEC Part D), ``nn.BCELoss`` on the
+Sigmoid outputs, Adam with its default (for-loop) implementation.
+
+vislab: MNIST as one in-memory tensor resized once, batches by index, bf16 autocast with float32
+losses, channels_last, fused Adam, D's weight gradients skipped in G's backward
+(:func:`vislab.methods.gan.train_step`).
+
+Both train the same architecture (parameter counts checked) with the same hyper-parameters. The two
+loops alternate in rounds; each round times ``--batches`` consecutive batches after a warm-up; the
+table reports medians of the per-batch times over all rounds, images/s and the speed ratio.
+
+    flock /tmp/vislab-cpu.lock .venv/bin/python benchmarks/gan_throughput.py --data-root /work/shared/data/mnist
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vislab.data.mnist import load_mnist
+from vislab.io import write_json
+from vislab.methods.gan import make_optimizers, train_step
+from vislab.models.dcgan import build_gan, count_parameters
+from vislab.models.mnist_classifier import prepare_digits
+
+BATCH = 128
+NZ = 100
+
+
+def reference_models(nz: int = NZ, ngf: int = 32, ndf: int = 32) -> tuple[nn.Module, nn.Module]:
+    """The SPEC's DCGAN written the plain way (as in the PyTorch DCGAN tutorial)."""
+    g = nn.Sequential(
+        nn.ConvTranspose2d(nz, ngf * 4, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 4), nn.ReLU(True),
+        nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),
+        nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(True),
+        nn.ConvTranspose2d(ngf, 1, 4, 2, 1, bias=False), nn.Tanh())
+    d = nn.Sequential(
+        nn.Conv2d(1, ndf, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf), nn.LeakyReLU(0.2, True),
+        nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2), nn.LeakyReLU(0.2, True),
+        nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 4), nn.LeakyReLU(0.2, True),
+        nn.Conv2d(ndf * 4, 1, 4, 1, 0, bias=False), nn.Sigmoid())
+    return g, d
+
+
+def torchvision_root(data_root: str, tmp: Path) -> Path:
+    """torchvision's MNIST wants uncompressed files under ROOT/MNIST/raw; build that from the .gz files."""
+    raw = tmp / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        src = Path(data_root) / (stem + ".gz")
+        if src.is_file():
+            with gzip.open(src, "rb") as fi, open(raw / stem, "wb") as fo:
+                shutil.copyfileobj(fi, fo)
+        elif (Path(data_root) / stem).is_file():
+            shutil.copy(Path(data_root) / stem, raw / stem)
+        else:
+            sys.exit(f"gan_throughput: {src} not found; --data-root must hold the MNIST IDX files")
+    return tmp
+
+
+class ReferenceLoop:
+    def __init__(self, root: Path, seed: int):
+        import torchvision.transforms as T
+        from torchvision.datasets import MNIST
+
+        torch.manual_seed(seed)
+        tf = T.Compose([T.Resize(32), T.ToTensor(), T.Normalize((0.5,), (0.5,))])
+        self.loader = torch.utils.data.DataLoader(MNIST(str(root), train=True, transform=tf, download=False),
+                                                  batch_size=BATCH, shuffle=True)
+        self.g, self.d = reference_models()
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=5e-4, betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        self.bce = nn.BCELoss()
+        self.it = iter(self.loader)
+
+    def step(self) -> None:
+        try:
+            x, _ = next(self.it)
+        except StopIteration:
+            self.it = iter(self.loader)
+            x, _ = next(self.it)
+        n = x.shape[0]
+        ones, zeros = torch.ones(n), torch.zeros(n)
+        self.opt_d.zero_grad()
+        out_real = self.d(x).view(-1)
+        fake = self.g(torch.randn(n, NZ, 1, 1))
+        out_fake = self.d(fake.detach()).view(-1)
+        (self.bce(out_real, ones) + self.bce(out_fake, zeros)).backward()
+        self.opt_d.step()
+        self.opt_g.zero_grad()
+        self.bce(self.d(fake).view(-1), ones).backward()
+        self.opt_g.step()
+
+
+class VislabLoop:
+    def __init__(self, data_root: str, seed: int):
+        torch.manual_seed(seed)
+        self.x = prepare_digits(load_mnist("train", data_root).images, 32)
+        self.g, self.d = build_gan("dcgan")
+        self.g = self.g.to(memory_format=torch.channels_last)
+        self.d = self.d.to(memory_format=torch.channels_last)
+        self.opt_g, self.opt_d = make_optimizers(self.g, self.d)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.perm, self.pos = torch.randperm(len(self.x), generator=self.gen), 0
+
+    def step(self) -> None:
+        if self.pos >= len(self.x):
+            self.perm, self.pos = torch.randperm(len(self.x), generator=self.gen), 0
+        idx = self.perm[self.pos:self.pos + BATCH]
+        self.pos += BATCH
+        real = self.x[idx].contiguous(memory_format=torch.channels_last)
+        z = torch.randn(len(idx), NZ, generator=self.gen)
+        train_step(self.g, self.d, self.opt_g, self.opt_d, real, z, g_loss="non-saturating", amp_dtype=torch.bfloat16)
+
+
+def time_batches(loop, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        loop.step()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-root", required=True, help="folder with the MNIST IDX .gz files")
+    p.add_argument("--batches", type=int, default=50, help="timed batches per round and loop (default 50)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed batches per loop before timing (default 5)")
+    p.add_argument("--out", default="benchmarks/results/gan_throughput.json", help="JSON file to write")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    args = p.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ref = ReferenceLoop(torchvision_root(args.data_root, Path(tmp)), args.seed)
+        vis = VislabLoop(args.data_root, args.seed)
+        assert count_parameters(ref.g) == count_parameters(vis.g) == 369_600
+        assert count_parameters(ref.d) == count_parameters(vis.d) == 166_848
+        loops = {"reference (torchvision DataLoader, PIL Resize, fp32)": ref, "vislab (in-memory, bf16, channels_last)": vis}
+        times: dict[str, list[float]] = {k: [] for k in loops}
+        for loop in loops.values():
+            time_batches(loop, args.warmup)
+        for r in range(args.rounds):
+            for name, loop in loops.items():
+                times[name] += time_batches(loop, args.batches)
+                print(f"round {r + 1}/{args.rounds} {name}: median {1000 * statistics.median(times[name]):.1f} ms/batch",
+                      file=sys.stderr)
+
+    rows = []
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        rows.append({"loop": name, "median_ms_per_batch": round(1000 * med, 2), "batches_per_s": round(1 / med, 2),
+                     "images_per_s": round(BATCH / med, 1), "timed_batches": len(ts)})
+    ref_med, vis_med = (statistics.median(ts) for ts in times.values())
+    ratio = ref_med / vis_med
+    width = max(len(r["loop"]) for r in rows)
+    print(f"{'loop':{width}s}  ms/batch  batches/s  images/s")
+    for r in rows:
+        print(f"{r['loop']:{width}s}  {r['median_ms_per_batch']:8.1f}  {r['batches_per_s']:9.2f}  {r['images_per_s']:8.0f}")
+    print(f"speed-up (median time ratio reference / vislab): {ratio:.2f}x")
+    print(f"5 epochs (2,345 batches) at these medians: reference {2345 * ref_med / 60:.1f} min, "
+          f"vislab {2345 * vis_med / 60:.1f} min")
+    write_json(args.out, {"benchmark": "gan_throughput", "batch_size": BATCH, "rows": rows, "ratio": round(ratio, 3),
+                          "rounds": args.rounds, "batches_per_round": args.batches, "torch": torch.__version__,
+                          "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine()})
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -369,3 +369,19 @@ def test_config_is_dataclass_with_hparams_once():
     names = [f.name for f in dataclasses.fields(AdaptConfig)]
     assert len(names) == len(set(names))
     assert {f.name for f in dataclasses.fields(AdaptHParams)} <= set(names)
+
+
+def test_ema_weights_average_the_trajectory():
+    torch.manual_seed(0)
+    batch = {"xs": torch.randn(4, 3, 28, 28), "ys": torch.randint(0, 10, (4,)), "xt": torch.randn(4, 3, 28, 28)}
+    hp = AdaptHParams(lambda_schedule="paper", ema_decay=0.9, precision="fp32", channels_last=False)
+    algo = DANN(DANNNet(), hp, total_steps=3)
+    algo.update(batch)
+    w1 = algo.net.features[0].weight.detach().clone()
+    assert torch.equal(algo.eval_net.features[0].weight, w1)  # first average = the weights themselves
+    algo.update(batch)
+    w2 = algo.net.features[0].weight.detach()
+    assert torch.allclose(algo.eval_net.features[0].weight, 0.9 * w1 + 0.1 * w2, atol=1e-6)
+    assert not torch.equal(algo.eval_net.features[0].weight, w2)
+    assert resolve_hparams(AdaptHParams(), "vislab").ema_decay == 0.999
+    assert resolve_hparams(AdaptHParams(), "course").ema_decay is None

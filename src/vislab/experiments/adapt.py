@@ -49,7 +49,8 @@ class AdaptConfig(RunConfig, AdaptHParams):
     backgrounds: str | None = option(None, "folder of background photos for MNIST-M (e.g. BSDS500 "
                                      "images/train); default: download BSDS500, else bundled photos")
     mnistm_seed: int = option(0, "seed of the MNIST-M build (fixed, so runs with other --seed share it)")
-    epochs: int | None = option(None, "training epochs (default: 10 for source-only as in the SPEC, 20 otherwise)")
+    epochs: int | None = option(None, "training epochs (default: 20 for dann and dann+pl; 10 for source-only "
+                                "as in the SPEC and for target-oracle)")
     batch_size: int = option(64, "images per domain per step (source + target) for dann, dann+pl, target-oracle")
     source_only_batch: int = option(128, "batch size of source-only training")
     mean: float = option(MNIST_MEAN, "normalisation mean (per channel, both domains)")
@@ -57,8 +58,8 @@ class AdaptConfig(RunConfig, AdaptHParams):
     pl_select: Literal["top", "threshold"] = option("top", "pseudo-label selection: per-class top fraction or "
                                                     "confidence threshold")
     pl_threshold: float = option(0.95, "confidence threshold for --pl-select threshold")
-    pl_fraction_start: float = option(0.5, "per-class fraction labelled in the first round (--pl-select top)")
-    pl_fraction_end: float = option(1.0, "per-class fraction labelled in the last round (--pl-select top)")
+    pl_fraction_start: float = option(0.4, "per-class fraction labelled in the first round (--pl-select top)")
+    pl_fraction_end: float = option(0.8, "per-class fraction labelled in the last round (--pl-select top)")
     pl_start_epoch: int = option(8, "epoch (0-based) of the first pseudo-label round; DANN alone before it")
     pl_rounds: int = option(4, "number of pseudo-label rounds, evenly spaced from --pl-start-epoch")
     eval_batch: int = option(2000, "batch size for evaluation")
@@ -101,7 +102,7 @@ def to_input(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(algo: Algorithm, domains: Domains, cfg: AdaptConfig) -> dict[str, float]:
     """Test accuracy on both domains and the domain classifier's test accuracy."""
-    algo.net.eval()
+    net = algo.eval_net.eval()
     out: dict[str, float] = {}
     dom_correct = dom_total = 0
     for name, ds, is_source in (("source", domains.source_test, True), ("target", domains.target_test, False)):
@@ -109,9 +110,9 @@ def evaluate(algo: Algorithm, domains: Domains, cfg: AdaptConfig) -> dict[str, f
         for i in range(0, len(ds), cfg.eval_batch):
             x = to_input(ds.images[i:i + cfg.eval_batch], cfg.mean, cfg.std)
             with algo._autocast(x):
-                f = algo.net.features(algo._layout(x))
-                logits = algo.net.classifier(f).float()
-                dlog = algo.net.domain(f).float()
+                f = net.features(algo._layout(x))
+                logits = net.classifier(f).float()
+                dlog = net.domain(f).float()
             correct += (logits.argmax(1) == ds.labels[i:i + cfg.eval_batch]).sum().item()
             dom_correct += ((dlog > 0) == is_source).sum().item()
             dom_total += len(x)
@@ -122,7 +123,7 @@ def evaluate(algo: Algorithm, domains: Domains, cfg: AdaptConfig) -> dict[str, f
 
 @torch.no_grad()
 def predict_probs(algo: Algorithm, images: torch.Tensor, cfg: AdaptConfig) -> torch.Tensor:
-    algo.net.eval()
+    algo.eval_net.eval()
     chunks = [algo.predict(to_input(images[i:i + cfg.eval_batch], cfg.mean, cfg.std)).softmax(1)
               for i in range(0, len(images), cfg.eval_batch)]
     return torch.cat(chunks)
@@ -137,7 +138,7 @@ def tsne_features(algo: Algorithm, domains: Domains, cfg: AdaptConfig, seed: int
     g = torch.Generator().manual_seed(1234)  # the same images in every run and mode
     si = torch.randperm(len(domains.source_test), generator=g)[:n]
     ti = torch.randperm(len(domains.target_test), generator=g)[:n]
-    algo.net.eval()
+    algo.eval_net.eval()
     feats = torch.cat([algo.features(to_input(domains.source_test.images[si], cfg.mean, cfg.std)),
                        algo.features(to_input(domains.target_test.images[ti], cfg.mean, cfg.std))]).numpy()
     # PCA to 50 dims first: the usual t-SNE preprocessing, and 2352-dim distances would be slow
@@ -149,7 +150,7 @@ def tsne_features(algo: Algorithm, domains: Domains, cfg: AdaptConfig, seed: int
 # -- training ----------------------------------------------------------------------------------
 def mode_schedule(mode: str, cfg: AdaptConfig, domains: Domains) -> tuple[int, int]:
     """(epochs, steps per epoch) of ``mode``."""
-    epochs = cfg.epochs if cfg.epochs is not None else (10 if mode == "source-only" else 20)
+    epochs = cfg.epochs if cfg.epochs is not None else (20 if mode in ("dann", "dann+pl") else 10)
     if mode == "source-only":
         steps = len(domains.source_train) // cfg.source_only_batch
     else:
@@ -211,6 +212,7 @@ def train_mode(mode: str, cfg: AdaptConfig, hp: AdaptHParams, domains: Domains, 
             acc = (pseudo[labelled] == tgt.labels[labelled]).float().mean().item() if labelled.any() else float("nan")
             pl_rounds.append({"round": r, "epoch": epoch, "fraction": frac if cfg.pl_select == "top" else None,
                               "count": int(labelled.sum()), "accuracy": acc})
+        t_train = time.perf_counter()
         ps = torch.randperm(len(src), generator=order)
         pt = torch.randperm(len(tgt), generator=order)
         sums: dict[str, float] = {}
@@ -225,7 +227,7 @@ def train_mode(mode: str, cfg: AdaptConfig, hp: AdaptHParams, domains: Domains, 
                 if algo.uses_target_labels:
                     batch["yt"] = tgt.labels[ti]
             stats = algo.update(batch)
-            train_seconds = time.perf_counter() - t0
+            train_seconds = time.perf_counter() - t_train
             if not math.isfinite(stats["loss_class"]):
                 raise UserError(f"{mode}: training diverged (loss {stats['loss_class']}) at epoch {epoch + 1}, "
                                 f"step {i}; lower --lr or use a slower lambda schedule (--lambda-schedule course)")

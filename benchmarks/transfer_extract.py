@@ -73,12 +73,13 @@ def run_vislab(images, extractor, batch_size: int, workers: int) -> tuple[np.nda
         return np.array(sets[extractor.layers[0]].features), elapsed
 
 
-def svm_accuracy(data: Path, backbone, layer: str, precision: str, cache: str, batch_size: int, workers: int) -> float:
+def svm_accuracy(data: Path, backbone, layer: str, precision: str, cache: str, batch_size: int, workers: int,
+                 bf16_weights: bool = False) -> float:
     from vislab.data.scenes import load_image_folder
     from vislab.methods.features import FeatureExtractor, extract_features
     from vislab.methods.linear import accuracy, fit_svm
 
-    extractor = FeatureExtractor(backbone, [layer], precision=precision)
+    extractor = FeatureExtractor(backbone, [layer], precision=precision, bf16_weights=bf16_weights)
     train, test = load_image_folder(data)
     out = []
     for split in (train, test):
@@ -101,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16, help="vislab batch size (default 16; the reference uses 8)")
     p.add_argument("--workers", type=int, default=0, help="vislab decoding workers (default 0; the reference uses 2)")
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"], help="vislab precision (default bf16)")
+    p.add_argument("--bf16-weights", action="store_true",
+                   help="vislab keeps the weights in bf16 instead of autocasting them on every batch")
     p.add_argument("--accuracy", action="store_true",
                    help="also compare LinearSVC(C=1) test accuracy on full-data fp32 vs bf16 vislab features")
     p.add_argument("--cache", default=None, help="feature cache for --accuracy (default: a temporary folder)")
@@ -123,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     ref_paths = [Path(datasets.ImageFolder(str(args.data / "train")).samples[i][0]) for i in indices]
     if ref_paths != images.paths:
         raise SystemExit("ImageFolder and vislab list the images in different orders; cannot compare")
-    extractor = FeatureExtractor(backbone, [layer], precision=args.precision)
+    extractor = FeatureExtractor(backbone, [layer], precision=args.precision, bf16_weights=args.bf16_weights)
 
     # Warm-up (oneDNN picks and packs kernels on first use) outside the timings, both sides.
     size = backbone.preprocess.input_size
@@ -148,21 +151,23 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats, "torch_threads": torch.get_num_threads(),
         "reference": {"images_per_s": ref_ips, "seconds": ref_t, "batch_size": 8, "workers": 2, "precision": "fp32"},
         "vislab": {"images_per_s": vis_ips, "seconds": vis_t, "batch_size": args.batch_size, "workers": args.workers,
-                   "precision": extractor.precision, "channels_last": True,
+                   "precision": extractor.precision, "bf16_weights": extractor.bf16_weights, "channels_last": True,
                    "folded_bn": extractor.folded_bn},
         "speedup": vis_ips / ref_ips, "mean_cosine_reference_vs_vislab": cos,
     }
     print(f"\n{args.model} {layer}, {n} images of {args.data / 'train'}, median of {args.repeats}")
     print(f"{'pipeline':<44} {'images/s':>9}")
     print(f"{'reference (fp32, batch 8, 2 workers)':<44} {ref_ips:>9.1f}")
-    print(f"{'vislab (' + extractor.precision + f', batch {args.batch_size}, {args.workers} workers)':<44} {vis_ips:>9.1f}")
+    prec = extractor.precision + (" weights" if extractor.bf16_weights else "")
+    print(f"{'vislab (' + prec + f', batch {args.batch_size}, {args.workers} workers)':<44} {vis_ips:>9.1f}")
     print(f"{'speed-up':<44} {vis_ips / ref_ips:>8.2f}x")
     print(f"mean cosine similarity of the features (reference fp32 vs vislab): {cos:.4f}")
 
     if args.accuracy:
         with tempfile.TemporaryDirectory() as tmp:
             cache = args.cache or tmp
-            acc = {prec: svm_accuracy(args.data, backbone, layer, prec, cache, args.batch_size, args.workers)
+            acc = {prec: svm_accuracy(args.data, backbone, layer, prec, cache, args.batch_size, args.workers,
+                                      args.bf16_weights)
                    for prec in ("fp32", "bf16")}
         result["svm_test_accuracy"] = acc
         result["bf16_minus_fp32_points"] = 100 * (acc["bf16"] - acc["fp32"])

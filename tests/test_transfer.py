@@ -141,6 +141,7 @@ def test_fetch_15scene_checks_content(folder, tmp_path, monkeypatch):
     with pytest.raises(UserError, match="tree digest"):
         scenes.fetch_15scene(tmp_path / "other", url=url, expected_tree="0" * 64)
     assert not (tmp_path / "other").exists()
+    assert not list((tmp_path / "cache" / "downloads").glob("*.zip"))  # a retry downloads it again
     # A folder with other content is not mistaken for 15-Scene.
     with pytest.raises(UserError, match="not the 15-Scene data"):
         scenes.fetch_15scene(folder, url=url, expected_tree="0" * 64)
@@ -198,9 +199,14 @@ def test_bf16_features_close_to_fp32():
     x = torch.rand(4, 3, 32, 32)
     a = F.FeatureExtractor(bb, ["pooled"], precision="fp32")(x)["pooled"]
     b = F.FeatureExtractor(bb, ["pooled"], precision="bf16")(x)["pooled"]
-    assert b.dtype == torch.float32
-    cos = torch.nn.functional.cosine_similarity(a, b)
-    assert cos.min() > 0.99
+    w_ex = F.FeatureExtractor(bb, ["pooled"], precision="bf16", bf16_weights=True)
+    w = w_ex(x)["pooled"]
+    assert b.dtype == torch.float32 and w.dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(a, b).min() > 0.99
+    assert torch.nn.functional.cosine_similarity(a, w).min() > 0.99
+    assert next(bb.net.parameters()).dtype == torch.float32  # the shared backbone stays fp32
+    auto = F.FeatureExtractor(bb, ["pooled"], precision="bf16").key_fields("pooled", "squash")
+    assert w_ex.key_fields("pooled", "squash") != auto  # cached apart
 
 
 def test_vgg16_relu7_plumbing_random_weights():

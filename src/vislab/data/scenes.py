@@ -54,12 +54,14 @@ def fetch_15scene(dest: str | Path | None = None, *, url: str = SCENE_URL, sha25
     try:
         inner = _split_root(unpacked)
         if inner is None:
-            raise UserError(f"{archive} does not contain train/ and test/ folders; delete it and retry")
+            archive.unlink(missing_ok=True)
+            raise UserError(f"{url}: the archive has no train/ and test/ folders (deleted; retry to download again)")
         if expected_tree is not None:
             got = tree_digest(inner, (".jpg",))
             if got != expected_tree:
-                raise UserError(f"{archive}: extracted images have tree digest {got}, expected {expected_tree} "
-                                f"(corrupt or different archive); delete {archive} and retry")
+                archive.unlink(missing_ok=True)  # so that a retry downloads it again
+                raise UserError(f"{url}: extracted images have tree digest {got}, expected {expected_tree} "
+                                f"(corrupt or different archive); it was deleted, retry to download it again")
             (inner / _VERIFIED_MARKER).write_text(expected_tree)
         dest.parent.mkdir(parents=True, exist_ok=True)
         if dest.exists():

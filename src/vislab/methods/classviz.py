@@ -98,6 +98,8 @@ def ascent_step(model: nn.Module, x: torch.Tensor, target: torch.Tensor, ox: int
     reg = ((xj - mean) / std).pow(2).flatten(1).sum(dim=1)
     objective = (score - l2_reg * reg).sum()  # images are independent: one backward for all
     (grad,) = torch.autograd.grad(objective, xj)
+    # The course's step lr * dL/dx_norm on x_norm, in pixels: dL/dx_norm = std * dL/dx and a
+    # change d of x_norm is a change std * d of the pixels, hence lr * std^2 * dL/dx.
     stepped = xj.detach() + learning_rate.view(-1, 1, 1, 1) * std.pow(2) * grad
     out = jitter(stepped, -ox, -oy).clamp_(0.0, 1.0)
     return blur(out) if blur_now else out

@@ -104,6 +104,8 @@ def fooling_step(x: torch.Tensor, grad: torch.Tensor, learning_rate: float | tor
                  std: torch.Tensor | None) -> torch.Tensor:
     """One step x + lr * std * g / ||g||_2 with g = std * grad (``std`` None: pixel-space step
     x + lr * grad / ||grad||_2), clamped to [0, 1]. x, grad: (N, C, H, W); std (1, C, 1, 1)."""
+    # The course steps on x_norm = (x - mean) / std along g = dS/dx_norm = std * dS/dx, normalised
+    # by ||g||_2 in that space; moving x_norm by d moves the pixels by std * d -- hence std twice.
     if std is not None:
         grad = grad * std
     norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
@@ -167,7 +169,6 @@ def fool(model: nn.Module, images: torch.Tensor, target: int | torch.Tensor, *,
         rows = idx[go]
         x[rows] = fooling_step(x[rows], grad[go].to(x.dtype), learning_rate, std)
         iterations[rows] += 1
-    assert final_logits is not None or n == 0
-    if final_logits is None:
-        final_logits = torch.empty(0, 0)
+    if final_logits is None:  # no images
+        final_logits = torch.empty(0, 0, device=x.device)
     return FoolingResult(images=x, success=done.clone(), iterations=iterations, logits=final_logits)

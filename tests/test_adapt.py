@@ -385,3 +385,17 @@ def test_ema_weights_average_the_trajectory():
     assert not torch.equal(algo.eval_net.features[0].weight, w2)
     assert resolve_hparams(AdaptHParams(), "vislab").ema_decay == 0.999
     assert resolve_hparams(AdaptHParams(), "course").ema_decay is None
+
+
+def test_target_own_normalisation():
+    from vislab.experiments.adapt import channel_stats, input_norm
+    x = torch.tensor([[[[0, 255]], [[51, 51]], [[0, 0]]]], dtype=torch.uint8)  # (1, 3, 1, 2)
+    mean, std = channel_stats(x, chunk=1)
+    assert torch.allclose(mean, torch.tensor([0.5, 0.2, 0.0])) and torch.allclose(std[:2], torch.tensor([0.5, 0.0]), atol=1e-5)
+    y = to_input(x[:, :1].expand(-1, 3, -1, -1), mean, std)
+    assert torch.allclose(y[0, 0, 0], torch.tensor([-1.0, 1.0]))
+    domains = _tiny_domains()
+    own = input_norm(_tiny_cfg(target_norm="own"), domains, "target")
+    assert torch.allclose(to_input(domains.target_train.images, *own).mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
+    assert input_norm(_tiny_cfg(), domains, "target") == (_tiny_cfg().mean, _tiny_cfg().std)
+    assert input_norm(_tiny_cfg(target_norm="own"), domains, "source") == (_tiny_cfg().mean, _tiny_cfg().std)

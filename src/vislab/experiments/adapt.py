@@ -55,6 +55,9 @@ class AdaptConfig(RunConfig, AdaptHParams):
     source_only_batch: int = option(128, "batch size of source-only training")
     mean: float = option(MNIST_MEAN, "normalisation mean (per channel, both domains)")
     std: float = option(MNIST_STD, "normalisation std (per channel, both domains)")
+    target_norm: Literal["spec", "own"] = option("spec", "target normalisation: spec = --mean/--std like the "
+                                                 "source; own = the target train images' own per-channel mean "
+                                                 "and std (unlabelled statistics, an input-level alignment)")
     pl_select: Literal["top", "threshold"] = option("top", "pseudo-label selection: per-class top fraction or "
                                                     "confidence threshold")
     pl_threshold: float = option(0.95, "confidence threshold for --pl-select threshold")
@@ -80,6 +83,29 @@ class Domains:
     target_test: DigitSet
     backgrounds: str = ""
     mnistm_sha256: dict = dataclasses.field(default_factory=dict)
+    target_stats: tuple | None = None  # per-channel (mean, std) of target train, computed on demand
+
+
+def channel_stats(images: torch.Tensor, chunk: int = 10000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (in [0, 1] units) of uint8 images (N, C, H, W), in chunks."""
+    s = torch.zeros(images.shape[1], dtype=torch.float64)
+    s2 = torch.zeros_like(s)
+    for i in range(0, len(images), chunk):
+        x = images[i:i + chunk].to(torch.float64) / 255.0
+        s += x.sum(dim=(0, 2, 3))
+        s2 += (x * x).sum(dim=(0, 2, 3))
+    n = len(images) * images.shape[2] * images.shape[3]
+    mean = s / n
+    return mean.float(), (s2 / n - mean * mean).clamp_min(1e-12).sqrt().float()
+
+
+def input_norm(cfg: AdaptConfig, domains: Domains, domain: str):
+    """(mean, std) that normalise ``domain`` ('source' or 'target') images."""
+    if domain == "target" and cfg.target_norm == "own":
+        if domains.target_stats is None:
+            domains.target_stats = channel_stats(domains.target_train.images)
+        return domains.target_stats
+    return cfg.mean, cfg.std
 
 
 def load_domains(cfg: AdaptConfig) -> Domains:
@@ -90,10 +116,13 @@ def load_domains(cfg: AdaptConfig) -> Domains:
                    {s: m.content_sha256 for s, m in tgt.items()})
 
 
-def to_input(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    """uint8 (N, H, W) / (N, 1|3, H, W) -> normalised float (N, 3, H, W); grey repeated to 3 channels."""
+def to_input(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 (N, H, W) / (N, 1|3, H, W) -> normalised float (N, 3, H, W); grey repeated to 3 channels.
+    ``mean``/``std``: floats, or per-channel tensors (C,) in [0, 1] units."""
     if images.ndim == 3:
         images = images.unsqueeze(1)
+    if isinstance(mean, torch.Tensor):
+        return ((images.float() / 255.0 - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)).expand(-1, 3, -1, -1)
     x = images.float().mul_(1.0 / (255.0 * std)).sub_(mean / std)
     return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
@@ -108,7 +137,7 @@ def evaluate(algo: Algorithm, domains: Domains, cfg: AdaptConfig) -> dict[str, f
     for name, ds, is_source in (("source", domains.source_test, True), ("target", domains.target_test, False)):
         correct = 0
         for i in range(0, len(ds), cfg.eval_batch):
-            x = to_input(ds.images[i:i + cfg.eval_batch], cfg.mean, cfg.std)
+            x = to_input(ds.images[i:i + cfg.eval_batch], *input_norm(cfg, domains, name))
             with algo._autocast(x):
                 f = net.features(algo._layout(x))
                 logits = net.classifier(f).float()
@@ -122,9 +151,9 @@ def evaluate(algo: Algorithm, domains: Domains, cfg: AdaptConfig) -> dict[str, f
 
 
 @torch.no_grad()
-def predict_probs(algo: Algorithm, images: torch.Tensor, cfg: AdaptConfig) -> torch.Tensor:
+def predict_probs(algo: Algorithm, images: torch.Tensor, cfg: AdaptConfig, norm: tuple) -> torch.Tensor:
     algo.eval_net.eval()
-    chunks = [algo.predict(to_input(images[i:i + cfg.eval_batch], cfg.mean, cfg.std)).softmax(1)
+    chunks = [algo.predict(to_input(images[i:i + cfg.eval_batch], *norm)).softmax(1)
               for i in range(0, len(images), cfg.eval_batch)]
     return torch.cat(chunks)
 
@@ -139,8 +168,9 @@ def tsne_features(algo: Algorithm, domains: Domains, cfg: AdaptConfig, seed: int
     si = torch.randperm(len(domains.source_test), generator=g)[:n]
     ti = torch.randperm(len(domains.target_test), generator=g)[:n]
     algo.eval_net.eval()
-    feats = torch.cat([algo.features(to_input(domains.source_test.images[si], cfg.mean, cfg.std)),
-                       algo.features(to_input(domains.target_test.images[ti], cfg.mean, cfg.std))]).numpy()
+    feats = torch.cat([algo.features(to_input(domains.source_test.images[si], *input_norm(cfg, domains, "source"))),
+                       algo.features(to_input(domains.target_test.images[ti], *input_norm(cfg, domains, "target")))
+                       ]).numpy()
     # PCA to 50 dims first: the usual t-SNE preprocessing, and 2352-dim distances would be slow
     reduced = PCA(n_components=min(50, *feats.shape), random_state=seed).fit_transform(feats)
     return TSNE(n_components=2, init="pca", random_state=seed, perplexity=30, max_iter=cfg.tsne_iter,
@@ -197,6 +227,7 @@ def train_mode(mode: str, cfg: AdaptConfig, hp: AdaptHParams, domains: Domains, 
 
     rounds_at = pl_round_epochs(cfg, epochs) if mode == "dann+pl" else []
     src, tgt = domains.source_train, domains.target_train
+    snorm, tnorm = input_norm(cfg, domains, "source"), input_norm(cfg, domains, "target")
     bs = cfg.source_only_batch if mode == "source-only" else cfg.batch_size
     t_mode = time.perf_counter()
     for epoch in range(start, epochs):
@@ -205,7 +236,7 @@ def train_mode(mode: str, cfg: AdaptConfig, hp: AdaptHParams, domains: Domains, 
             r = rounds_at.index(epoch)
             frac = cfg.pl_fraction_start + (cfg.pl_fraction_end - cfg.pl_fraction_start) * (
                 r / (len(rounds_at) - 1) if len(rounds_at) > 1 else 1.0)
-            probs = predict_probs(algo, tgt.images, cfg)
+            probs = predict_probs(algo, tgt.images, cfg, input_norm(cfg, domains, "target"))
             pseudo = select_pseudo_labels(probs, cfg.pl_select, frac, cfg.pl_threshold)
             labelled = pseudo >= 0
             # evaluation only: how many pseudo-labels are right (tgt.labels never reach training)
@@ -218,10 +249,10 @@ def train_mode(mode: str, cfg: AdaptConfig, hp: AdaptHParams, domains: Domains, 
         sums: dict[str, float] = {}
         for i in progress(range(steps), desc=f"{mode} epoch {epoch + 1}/{epochs}", total=steps):
             si = ps[i * bs:(i + 1) * bs]
-            batch = {"xs": to_input(src.images[si], cfg.mean, cfg.std), "ys": src.labels[si]}
+            batch = {"xs": to_input(src.images[si], *snorm), "ys": src.labels[si]}
             if mode != "source-only":
                 ti = pt[i * bs:(i + 1) * bs]
-                batch["xt"] = to_input(tgt.images[ti], cfg.mean, cfg.std)
+                batch["xt"] = to_input(tgt.images[ti], *tnorm)
                 if mode == "dann+pl":
                     batch["pt"] = pseudo[ti]
                 if algo.uses_target_labels:

@@ -293,6 +293,9 @@ def test_train_writes_contract_metrics_and_resume_equals_uninterrupted(tiny_mnis
     assert json.loads((part / "history.json").read_text()) == hist
     mp = json.loads((part / "metrics.json").read_text())
     assert mp["fid"] == m["fid"]
+    assert mp["fid_real_baseline"] == m["fid_real_baseline"]  # the second run read it from the cache
+    assert list((tmp_path.parent / "cache" / "gan").glob("baseline-*.pt")) or \
+        list(Path(__import__("os").environ["VISLAB_CACHE"], "gan").glob("baseline-*.pt"))
 
     # a resume with other training options is refused, naming the problem
     other = tmp_path / "other"

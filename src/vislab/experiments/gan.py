@@ -27,6 +27,7 @@ import torch
 
 from ..config import RunConfig, add_command, build_config, config_from_args, option
 from ..errors import UserError
+from ..data.download import cache_dir
 from ..io import atomic_path, torch_load, torch_save, write_json, write_text
 from ..progress import progress
 from ..runs import PARTIAL_SUFFIX, Run
@@ -335,25 +336,35 @@ def evaluate(cfg: GanConfig, g: torch.nn.Module, train, test, x_all: torch.Tenso
     from ..methods.gan_metrics import conditional_accuracy, extract_features, fid_kid_from_features
     from ..models.mnist_classifier import ClassifierFeatures, load_or_train_classifier, prepare_digits
 
-    clf, clf_acc = load_or_train_classifier(train.images, train.labels, test.images, test.labels,
-                                            epochs=cfg.classifier_epochs, seed=0)
+    clf, clf_acc, clf_key = load_or_train_classifier(train.images, train.labels, test.images, test.labels,
+                                                     epochs=cfg.classifier_epochs, seed=0)
     feature = ClassifierFeatures(clf)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     n = cfg.eval_samples
     z = torch.randn(n, cfg.nz, generator=gen).to(device)
     y = (torch.arange(n) % 10).to(device) if cfg.model == "cdcgan" else None
     fake = generate(g, z, y, amp_dtype=_amp(cfg.precision)).cpu()
-    real_test = prepare_digits(test.images, 32)[:n]
-    real_train = x_all.cpu()[torch.randperm(len(x_all), generator=gen)[:n]]
-    # the classifier works at 32x32; 64x64 images are resized by its feature module
-    f_test, f_fake, f_train = (extract_features(feature, imgs) for imgs in (real_test, fake, real_train))
-    m = fid_kid_from_features(f_test, f_fake, seed=cfg.seed)
-    base = fid_kid_from_features(f_test, f_train, seed=cfg.seed)
+    pick = torch.randperm(len(x_all), generator=gen)[:n]
+    # The reference features and the real-vs-real baseline depend only on the data, the classifier
+    # and these settings, not on the GAN: cached beside the classifier (a third of the evaluation).
+    base_path = cache_dir("gan") / f"baseline-{clf_key}-n{n}-s{cfg.image_size}-seed{cfg.seed}-{len(x_all)}.pt"
+    if base_path.is_file():
+        cached = torch_load(base_path)
+        f_test, base = cached["f_test"], cached["baseline"]
+    else:
+        real_test = prepare_digits(test.images, 32)[:n]
+        real_train = x_all.cpu()[pick]
+        # the classifier works at 32x32; 64x64 images are resized by its feature module
+        f_test, f_train = extract_features(feature, real_test), extract_features(feature, real_train)
+        base = fid_kid_from_features(f_test, f_train, seed=cfg.seed)
+        torch_save({"f_test": f_test, "baseline": base, "n_test": len(real_test), "n_train": len(real_train)},
+                   base_path)
+    m = fid_kid_from_features(f_test, extract_features(feature, fake), seed=cfg.seed)
     out: dict[str, Any] = {
         "fid": m["fid"], "kid": m["kid"], "kid_std": m["kid_std"],
         "fid_real_baseline": base["fid"], "kid_real_baseline": base["kid"],
-        "eval_samples": len(fake), "eval_reference": f"MNIST test ({len(real_test)} images)",
-        "real_baseline": f"{len(real_train)} MNIST train images vs the test reference",
+        "eval_samples": len(fake), "eval_reference": f"MNIST test ({len(f_test)} images)",
+        "real_baseline": f"{min(n, len(x_all))} MNIST train images vs the test reference",
         "classifier_test_accuracy": clf_acc,
     }
     if y is not None:

@@ -147,8 +147,9 @@ def _cache_key(images: torch.Tensor, labels: torch.Tensor, settings: dict[str, A
 
 def load_or_train_classifier(train_images: torch.Tensor, train_labels: torch.Tensor,
                              test_images: torch.Tensor, test_labels: torch.Tensor, *, epochs: int = 3,
-                             seed: int = 0, cache: str | Path | None = None) -> tuple[MnistClassifier, float]:
-    """The cached classifier for this training set (trained on first use) and its test accuracy.
+                             seed: int = 0, cache: str | Path | None = None) -> tuple[MnistClassifier, float, str]:
+    """The cached classifier for this training set (trained on first use), its test accuracy and its
+    cache key (a digest that also keys anything derived from the classifier, e.g. cached features).
 
     Images are uint8 ``(N, 28, 28)`` as :func:`vislab.data.mnist.load_mnist` gives them; the cache
     file is ``<cache>/mnist-classifier-<digest>.pt`` (``cache`` defaults to ``cache_dir("gan")``)."""
@@ -158,8 +159,8 @@ def load_or_train_classifier(train_images: torch.Tensor, train_labels: torch.Ten
     if path.is_file():
         blob = torch_load(path)
         net.load_state_dict(blob["state_dict"])
-        return net.eval(), float(blob["test_accuracy"])
+        return net.eval(), float(blob["test_accuracy"]), key
     net = train_classifier(prepare_digits(train_images), train_labels, epochs=epochs, seed=seed)
     acc = (predict(net, prepare_digits(test_images)) == test_labels).float().mean().item()
     torch_save({"state_dict": net.state_dict(), "test_accuracy": acc, "arch": ARCH_VERSION}, path)
-    return net, acc
+    return net, acc, key

@@ -427,5 +427,5 @@ def _draw_snapshots(run: Run, snapshots, row_labels: list[str], name: str, final
                 ax.set_ylabel(row_labels[r][:28], fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()) if title else None)
     run.save_figure(fig, name)

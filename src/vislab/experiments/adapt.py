@@ -359,6 +359,11 @@ def comparison_table(results: dict[str, dict]) -> str:
 
 # -- command -------------------------------------------------------------------------------
 def run_adapt(cfg: AdaptConfig) -> int:
+    # The loop keeps data, batches and model on the CPU (the speed work targets it); say so rather
+    # than record a device that was not used.
+    if cfg.device == "cuda":
+        raise UserError("vislab adapt runs on the CPU only for now; use --device cpu (or auto)")
+    cfg = dataclasses.replace(cfg, device="cpu")
     modes = list(MODES) if "all" in cfg.mode else list(dict.fromkeys(cfg.mode))
     hp = resolve_hparams(cfg, cfg.preset)
     if cfg.threads:

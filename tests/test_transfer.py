@@ -194,6 +194,21 @@ def test_fold_batchnorm_same_features_and_keeps_tapped_convs():
     assert isinstance(bb.net.features[1], nn.BatchNorm2d)  # the shared backbone is untouched
 
 
+def test_inplace_activations_spare_tapped_outputs():
+    bb = tiny_backbone()
+    x = torch.rand(3, 3, 32, 32)
+    for layers in (["conv2", "pooled"], ["bn1", "relu2"]):
+        plain = F.FeatureExtractor(bb, layers, precision="fp32", fold_bn=False, inplace=False)(x)
+        ex = F.FeatureExtractor(bb, layers, precision="fp32", fold_bn=False, inplace=True)
+        fast = ex(x)
+        for k in layers:
+            torch.testing.assert_close(fast[k], plain[k], rtol=0, atol=0)
+        # conv2's BN output feeds relu2, not a tapped tensor: both ReLUs can go in place; with bn1
+        # tapped, relu1 (reading bn1's output) must not
+        assert ex.inplace_acts == (2 if layers[0] == "conv2" else 1)
+    assert not any(getattr(m, "inplace", False) for m in bb.net.modules())
+
+
 def test_bf16_features_close_to_fp32():
     bb = tiny_backbone()
     x = torch.rand(4, 3, 32, 32)

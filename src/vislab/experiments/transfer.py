@@ -65,6 +65,8 @@ class TransferConfig(BackboneOptions, RunConfig):
     workers: int = option(0, "image-decoding worker processes; 0 decodes in the main process, fastest on 2 cores "
                              "where workers compete with the network's threads; raise it on larger machines")
     channels_last: bool = option(True, "run convolutions on channels_last tensors (faster with oneDNN/cuDNN)")
+    bf16_weights: bool = option(False, "with bf16: keep the weights in bf16 instead of autocasting them on every "
+                                       "batch (faster for VGG's large fully-connected layers)")
     fold_bn: bool = option(True, "fold BatchNorm into the preceding convolution for extraction (faster, same "
                                  "features up to rounding)")
     skip_bad: bool = option(False, "leave unreadable images out (counted in metrics.json) instead of failing")
@@ -142,7 +144,8 @@ def _extract_all(cfg: TransferConfig, run: Run, train: ImageList, test: ImageLis
         backbone = build_backbone(model, cfg.weights, run.device)
         layers = cfg.layers or [cfg.layer or backbone.default_layer]
         extractor = FeatureExtractor(backbone, layers, precision=cfg.precision, pool=cfg.pool,
-                                     channels_last=cfg.channels_last, fold_bn=cfg.fold_bn, device=run.device)
+                                     channels_last=cfg.channels_last, fold_bn=cfg.fold_bn,
+                                     bf16_weights=cfg.bf16_weights, device=run.device)
         for resize in cfg.resize:
             sets = {}
             for split in (train, test):

@@ -173,6 +173,53 @@ def fold_batchnorm(net: nn.Module, input_size: int, keep: Sequence[str] = ()) ->
     return folded.requires_grad_(False), n
 
 
+def inplace_activations(net: nn.Module, paths: Sequence[str], input_size: int) -> tuple[nn.Module, int]:
+    """A copy of ``net`` whose activations (ReLU, ReLU6, ...) run in place, except where that would
+    overwrite the output of a tapped layer (``paths``).
+
+    vislab's backbones switch in-place activations off so that hooks see true outputs; for
+    extraction, where only ``paths`` are read, writing in place saves one large allocation per
+    activation -- on CPU each one costs page faults and zeroing (about +20 % images/s for VGG16).
+    Checked on a random input: any difference in the tapped outputs returns ``net`` unchanged.
+    Returns (network, activations switched)."""
+    candidates = [m for m in net.modules() if getattr(m, "inplace", None) is False]
+    if not candidates:
+        return net, 0
+    fast = copy.deepcopy(net).eval()
+    tapped_storage: set[int] = set()
+    unsafe: set[int] = set()
+    mods = dict(fast.named_modules())
+
+    def tap_hook(_m, _inputs, output):
+        if torch.is_tensor(output):
+            tapped_storage.add(output.untyped_storage().data_ptr())
+
+    def act_hook(m, inputs):
+        if inputs and torch.is_tensor(inputs[0]) and inputs[0].untyped_storage().data_ptr() in tapped_storage:
+            unsafe.add(id(m))
+
+    x = torch.rand(2, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    x = x.to(next(net.parameters()).device)
+    hooks = [mods[p].register_forward_hook(tap_hook) for p in paths]
+    hooks += [m.register_forward_pre_hook(act_hook) for m in fast.modules() if getattr(m, "inplace", None) is False]
+    try:
+        with torch.no_grad():
+            LayerTap(fast, list(paths))(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    n = 0
+    for m in fast.modules():
+        if getattr(m, "inplace", None) is False and id(m) not in unsafe:
+            m.inplace = True
+            n += 1
+    with torch.no_grad():
+        want, got = LayerTap(net, list(paths))(x), LayerTap(fast, list(paths))(x)
+    if any(not torch.equal(want[p], got[p]) for p in paths):
+        return net, 0
+    return fast.requires_grad_(False), n
+
+
 class FeatureExtractor:
     """A frozen backbone read at ``layers`` (friendly names or module paths), in pixel space.
 
@@ -181,7 +228,7 @@ class FeatureExtractor:
 
     def __init__(self, backbone: Backbone, layers: Sequence[str], *, precision: str = "auto",
                  pool: str = "avg", channels_last: bool = True, fold_bn: bool = True,
-                 bf16_weights: bool = False, device: torch.device | str = "cpu"):
+                 bf16_weights: bool = False, inplace: bool = True, device: torch.device | str = "cpu"):
         self.backbone, self.layers = backbone, list(layers)
         self.paths = [backbone.module_path(layer) for layer in self.layers]
         self.device = torch.device(device)
@@ -190,6 +237,9 @@ class FeatureExtractor:
         net, self.folded_bn = backbone.net, 0
         if fold_bn:
             net, self.folded_bn = fold_batchnorm(backbone.net, backbone.preprocess.input_size, keep=self.paths)
+        self.inplace_acts = 0
+        if inplace:
+            net, self.inplace_acts = inplace_activations(net, self.paths, backbone.preprocess.input_size)
         # bf16 weights instead of autocast: autocast re-casts every fp32 weight on every batch,
         # which for VGG16's 124M fully-connected weights is a large share of the time.
         self.bf16_weights = bf16_weights and self.precision == "bf16"

@@ -421,13 +421,16 @@ def summarise_runs(paths: list[str]) -> tuple[dict, str]:
         t = np.array([r["target_accuracy"] for r in rs])
         s_ = np.array([r["source_accuracy"] for r in rs])
         summary[mode] = {"n": len(rs), "seeds": [r["seed"] for r in rs], "target_mean": t.mean(),
-                         "target_std": t.std(ddof=1) if len(t) > 1 else 0.0, "source_mean": s_.mean(),
-                         "source_std": s_.std(ddof=1) if len(s_) > 1 else 0.0,
+                         "target_std": t.std(ddof=1) if len(t) > 1 else None, "source_mean": s_.mean(),
+                         "source_std": s_.std(ddof=1) if len(s_) > 1 else None,
                          "min_source_accuracy": min(r["min_source_accuracy"] for r in rs),
                          "target_accuracies": t.tolist(), "runs": [r["run"] for r in rs]}
         v = summary[mode]
-        lines.append(f"| {mode} | {v['n']} ({', '.join(str(x) for x in v['seeds'])}) | {v['target_mean']:.4f} +- "
-                     f"{v['target_std']:.4f} | {v['source_mean']:.4f} +- {v['source_std']:.4f} | "
+
+        def pm(mean, std):
+            return f"{mean:.4f}" + (f" +- {std:.4f}" if std is not None else " (1 run)")
+        lines.append(f"| {mode} | {v['n']} ({', '.join(str(x) for x in v['seeds'])}) | "
+                     f"{pm(v['target_mean'], v['target_std'])} | {pm(v['source_mean'], v['source_std'])} | "
                      f"{v['min_source_accuracy']:.4f} |")
     return summary, "\n".join(lines) + "\n"
 

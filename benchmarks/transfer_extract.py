@@ -4,15 +4,16 @@ Reference loop (what a course notebook does): torchvision ``ImageFolder`` + PIL 
 (resize to 224x224, ToTensor, Normalize), ``DataLoader(batch_size=8, num_workers=2)``, the fp32
 network under ``torch.no_grad``, ``.numpy()`` per batch, features kept in a list.
 
-vislab: :func:`vislab.methods.features.extract_features` (bf16 autocast, channels_last,
-inference_mode, decoding workers, streaming to a fresh on-disk cache: the cache write is timed).
+vislab: :func:`vislab.methods.features.extract_features` (bf16 autocast -- or bf16 weights with
+``--bf16-weights``, the faster choice for VGG16 -- channels_last, folded BatchNorm, in-place
+activations, inference_mode, streaming to a fresh on-disk cache: the cache write is timed).
 
 Both sides get a warm-up batch, then ``--repeats`` timed passes interleaved (ref, vislab, ref,
 ...); the table shows median images/s and the ratio. ``--accuracy`` also extracts the whole
 train and test splits with vislab in fp32 and in bf16 and compares LinearSVC(C=1) test accuracy.
 
     flock /tmp/vislab-cpu.lock .venv/bin/python benchmarks/transfer_extract.py DATA_DIR \\
-        --model vgg16 --no-weights --limit 200
+        --model vgg16 --no-weights --limit 200 [--bf16-weights]
     flock /tmp/vislab-cpu.lock .venv/bin/python benchmarks/transfer_extract.py DATA_DIR \\
         --model efficientnet_lite0 --limit 600 --accuracy
 """

@@ -27,7 +27,7 @@ def test_report_includes_findings_metrics_and_figures(tmp_path):
     assert main(["report", "--runs", str(tmp_path / "runs"), "--output", str(out)]) == 0
     page = out.read_text()
     assert "1 run(s)" in page
-    assert "90.0% of all parameters" in page  # 900 / 1000, computed from the metrics
+    assert "(Linear) layers hold 90.0% of all parameters" in page  # 900 / 1000, computed from the metrics
     assert "a.jpg: stingray (p = 0.750)" in page
     assert page.count("data:image/png;base64,") == 1
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o666 & ~_umask()

@@ -14,13 +14,14 @@ from .errors import UserError
 
 # Modules that define subcommands, in the order --help lists them.
 COMMAND_MODULES = (
+    "vislab.experiments.demo",
     "vislab.experiments.inspect",
-    "vislab.experiments.data",
     "vislab.experiments.transfer",
-    "vislab.reporting.html",
-    "vislab.experiments.adapt",
     "vislab.experiments.visualize",
+    "vislab.experiments.adapt",
     "vislab.experiments.gan",
+    "vislab.reporting.html",
+    "vislab.experiments.data",
 )
 
 

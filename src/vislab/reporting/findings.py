@@ -33,8 +33,8 @@ def _inspect(m: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
         shares = ", ".join(f"{k} {v:,} ({100 * v / total:.1f}%)" for k, v in by_type.items())
         out.append(f"Where they are: {shares}.")
         if m.get("params_linear"):
-            out.append(f"The fully connected layers hold {100 * m['params_linear'] / total:.1f}% of all parameters "
-                       "although they do a small share of the computation.")
+            out.append(f"The fully connected (Linear) layers hold {100 * m['params_linear'] / total:.1f}% "
+                       "of all parameters.")
     if m.get("output_size"):
         out.append(f"The last layer has {m['output_size']} outputs: one score per ImageNet class; "
                    "a softmax turns them into class probabilities.")
@@ -43,4 +43,51 @@ def _inspect(m: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
         out.append(f"{p['image']}: {top['class']} (p = {top['prob']:.3f}).")
     if m.get("images_failed"):
         out.append(f"{m['images_failed']} image(s) could not be read (see errors in metrics.json).")
+    return out
+
+
+@finding("saliency")
+def _saliency(m: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
+    out = [f"Saliency maps of {m.get('num_images')} images on {m.get('model')} in {m.get('seconds')} s "
+           "(one backward pass per batch): |d logit / d input|, max over colour channels."]
+    if m.get("top1_accuracy") is not None:
+        out.append(f"The network's top-1 agrees with the labels on {100 * m['top1_accuracy']:.0f}% of them; "
+                   "a map explains the chosen class's score, right or wrong, not where the object is for sure.")
+    out.append("Bright pixels are those whose small change moves the score most. Where they gather on the object "
+               "the maps can seed weakly supervised localisation or segmentation; they are noisy and only a "
+               "first-order, per-pixel view of the decision.")
+    return out
+
+
+@finding("fool")
+def _fool(m: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
+    out = [f"{100 * m.get('success_rate', 0):.0f}% of {m.get('num_images')} images were pushed to "
+           f"'{m.get('target_name')}' ({m.get('target')}) within {m.get('max_iterations')} steps "
+           f"(median {m.get('median_iterations')} steps, at most {m.get('max_iterations_taken')}); "
+           f"{100 * m.get('success_after_uint8_rate', 0):.0f}% still fool once saved as 8-bit PNG."]
+    if m.get("median_linf_255") is not None:
+        out.append(f"Median perturbation: L-infinity {m['median_linf_255']:.1f}/255, L2 {m.get('median_l2_255', 0):.0f}/255 "
+                   f"-- barely visible (see the x10 difference images), with median target probability "
+                   f"{m.get('median_target_probability', 0):.2f}.")
+    out.append("In practice: a classifier's decision can be changed by an imperceptible change, so its outputs "
+               "cannot be trusted against an adversary. This naive method needs the gradient (white box) and stops "
+               "just across the boundary; stronger attacks (PGD, C&W) and defences (adversarial training) go further.")
+    return out
+
+
+@finding("classviz")
+def _classviz(m: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
+    out = []
+    for r in m.get("results", []):
+        out.append(f"Class {r['target']} ({r['target_name']}): after {m.get('iterations')} steps from "
+                   f"{m.get('init')} the network gives it probability {r['probability']:.3f}.")
+    out.append(f"{m.get('iterations')} steps took {m.get('seconds')} s. The image shows textures and parts the "
+               "network associates with the class (legs, hair, eyes), repeated over the image, not a natural "
+               "photo: the score is maximised, not realism; L2, blur and jitter regularise towards natural images.")
+    sweep = m.get("sweep")
+    if sweep:
+        for e in sweep["results"]:
+            probs = ", ".join(f"{p:.2f} at {s}" for s, p in e["probability_by_iterations"].items())
+            out.append(f"Sweep, learning_rate {e['learning_rate']:g}, l2_reg {e['l2_reg']:g}: "
+                       f"target probability {probs} iterations.")
     return out

@@ -24,6 +24,8 @@ from ..runs import default_run_dir
 class DemoConfig(RunConfig):
     model: str = option("efficientnet_lite0", "backbone of parts A and B (the default works offline)")
     mnist: str | None = option(None, "folder with the MNIST IDX files: adds a short DANN and a short DCGAN run")
+    backgrounds: str | None = option(None, "background photos for MNIST-M (e.g. BSDS500 train); default: photos "
+                                           "shipped with scikit-learn / scikit-image")
     scenes: str | None = option(None, "15-Scene folder (train/<class>/, test/<class>/): adds transfer learning")
     classviz_iterations: int = option(200, "class-visualisation steps (the course's 200)")
 
@@ -77,4 +79,17 @@ def _steps(cfg: DemoConfig, root: Path, common: dict, have_foolbox: bool) -> lis
         ("classviz", classviz, ClassVizConfig(out=str(root / "classviz"), model=cfg.model,
                                               iterations=cfg.classviz_iterations, **common)),
     ]
+    if cfg.scenes:
+        from .transfer import TransferConfig, transfer
+
+        steps.append(("transfer", transfer, TransferConfig(out=str(root / "transfer"), data=cfg.scenes,
+                                                           model=cfg.model, **common)))
+    if cfg.mnist:
+        from .adapt import AdaptConfig, run_adapt
+        from .gan import GanConfig, run_train
+
+        steps.append(("adapt", run_adapt, AdaptConfig(out=str(root / "adapt"), mode=["source-only", "dann"],
+                                                      epochs=2, data_root=cfg.mnist,
+                                                      backgrounds=cfg.backgrounds, **common)))
+        steps.append(("gan", run_train, GanConfig(out=str(root / "gan"), data_root=cfg.mnist, epochs=1, **common)))
     return steps

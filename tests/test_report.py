@@ -43,3 +43,23 @@ def test_report_without_runs_is_a_clear_error(tmp_path, capsys):
     assert main(["report", "--runs", str(tmp_path), "--output", str(tmp_path / "r.html")]) == 2
     assert "no finished run folders" in capsys.readouterr().err
     assert not (tmp_path / "r.html").exists()
+
+
+def test_findings_of_every_part_come_from_the_numbers():
+    from vislab.reporting.findings import findings_for
+
+    adapt = findings_for("adapt", {"mode": "dann+pl", "target_accuracy": 0.8125, "source_accuracy": 0.99,
+                                   "pseudo_label_rounds": [{"round": 1, "epoch": 5, "count": 24000,
+                                                            "accuracy": 0.96}]}, {})
+    assert adapt[0].startswith("dann+pl: target (MNIST-M) accuracy 0.8125")
+    assert "24,000 target images labelled, 96.0% of them correctly" in adapt[1]
+    gan = findings_for("gan", {"fid": 12.5, "kid": 3.0, "eval_samples": 10000, "fid_real_baseline": 1.5,
+                               "conditional_accuracy": 0.975}, {})
+    assert "FID 12.50" in gan[0] and "baseline" in gan[0] and "97.5%" in gan[1]
+    transfer = findings_for("transfer", {"n_train": 1500, "n_test": 2985, "test_accuracy": 0.93, "C": 1.0,
+                                         "l2": True, "per_class_accuracy": {"a": 0.5, "b": 0.9}}, {})
+    assert "test accuracy 0.9300" in transfer[0] and "a 0.50" in transfer[1]
+    fool = findings_for("fool", {"success_rate": 0.5, "num_images": 4, "target_name": "stingray", "target": 6,
+                                 "success_after_uint8_rate": 0.25, "max_iterations": 100}, {})
+    assert fool[0].startswith("50% of 4 images") and "25% still fool" in fool[0]
+    assert findings_for("unknown-experiment", {}, {}) == []

@@ -91,3 +91,63 @@ def _classviz(m: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
             out.append(f"Sweep, learning_rate {e['learning_rate']:g}, l2_reg {e['l2_reg']:g}: "
                        f"target probability {probs} iterations.")
     return out
+
+
+@finding("transfer")
+def _transfer(m: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
+    out = [f"{m.get('n_train')} training and {m.get('n_test')} test images; test accuracy "
+           f"{m.get('test_accuracy', 0):.4f} with LinearSVC(C={m.get('C')}) on "
+           f"{'L2-normalised ' if m.get('l2') else ''}features of a frozen ImageNet network."]
+    for v in m.get("variants", []):
+        out.append(f"Variant {v.get('model')} / {v.get('layer')} ({v.get('resize')}, {v.get('dim')}-d, "
+                   f"{v.get('head')}, C={v.get('C')}): test accuracy {v.get('test_accuracy', 0):.4f}.")
+    per_class = m.get("per_class_accuracy") or {}
+    if per_class:
+        worst = sorted(per_class.items(), key=lambda kv: kv[1])[:3]
+        out.append("Hardest classes: " + ", ".join(f"{k} {v:.2f}" for k, v in worst) + ".")
+    out.append("Why not train from scratch: 1,500 labelled images cannot fit millions of parameters (VGG16 has "
+               "138M) without overfitting; ImageNet pre-training supplies generic features, and only a linear "
+               "classifier is learned here. Grayscale images are repeated to three channels.")
+    if m.get("cache_hit"):
+        out.append("All features came from the cache: no image went through the network in this run.")
+    return out
+
+
+@finding("adapt")
+def _adapt(m: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
+    modes = m.get("modes") or ({m["mode"]: m} if "mode" in m else {})
+    out = []
+    for name, r in modes.items():
+        line = (f"{name}: target (MNIST-M) accuracy {r.get('target_accuracy', 0):.4f}, source (MNIST) "
+                f"{r.get('source_accuracy', 0):.4f}")
+        if r.get("min_source_accuracy") is not None:
+            line += f" (lowest over epochs {r['min_source_accuracy']:.4f})"
+        if r.get("domain_accuracy") is not None:
+            line += f", domain classifier {r['domain_accuracy']:.3f}"
+        out.append(line + ".")
+        for rnd in r.get("pseudo_label_rounds") or []:
+            out.append(f"{name}, pseudo-label round {rnd['round']} (epoch {rnd['epoch']}): {rnd['count']:,} target "
+                       f"images labelled, {100 * rnd['accuracy']:.1f}% of them correctly.")
+    out.append("A domain classifier near 0.5 means the features no longer tell the domains apart, which is what "
+               "the gradient reversal layer trains for; without it the three parts would just learn features "
+               "that separate the domains. Source accuracy can dip while the features shed domain information.")
+    return out
+
+
+@finding("gan")
+def _gan(m: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
+    out = []
+    if m.get("fid") is not None:
+        out.append(f"FID {m['fid']:.2f} and KID {m.get('kid', 0):.2f} on {m.get('eval_samples')} samples, against "
+                   f"a real-vs-real baseline (MNIST train vs test) of FID {m.get('fid_real_baseline', 0):.2f}: "
+                   "the closer to the baseline, the closer the samples' statistics are to real digits.")
+    if m.get("conditional_accuracy") is not None:
+        out.append(f"The MNIST classifier assigns {100 * m['conditional_accuracy']:.1f}% of the conditional samples "
+                   "to the requested digit.")
+    last = m.get("last_epoch_mean") or {}
+    if last:
+        out.append(f"Last epoch means: D loss {last.get('loss_d', 0):.3f}, G loss {last.get('loss_g', 0):.3f}, "
+                   f"D(x) {last.get('d_x', 0):.2f}, D(G(z)) {last.get('d_g_z', 0):.2f} (at equilibrium both tend to 0.5).")
+    if m.get("train_seconds") is not None:
+        out.append(f"Training took {m['train_seconds']} s ({m.get('batches_per_second')} batches/s).")
+    return out

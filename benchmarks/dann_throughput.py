@@ -20,7 +20,6 @@ import itertools
 import statistics
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image

@@ -20,7 +20,6 @@ train and test splits with vislab in fp32 and in bf16 and compares LinearSVC(C=1
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile

@@ -17,7 +17,7 @@ from vislab.io import torch_load
 from vislab.methods.gan import (discriminator_loss, generator_loss, interpolate_latents, make_optimizers,
                                 train_step)
 from vislab.methods.gan_metrics import conditional_accuracy, extract_features, fid_kid, fid_kid_from_features
-from vislab.models.dcgan import (CondDiscriminator, CondGenerator, Discriminator, Generator, _HeadConv, _ProjectT,
+from vislab.models.dcgan import (Generator, _HeadConv, _ProjectT,
                                  build_gan, count_parameters)
 from vislab.models.mnist_classifier import ClassifierFeatures, MnistClassifier, prepare_digits
 from vislab.experiments.gan import class_grid_inputs, comparison_markdown

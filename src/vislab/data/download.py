@@ -99,9 +99,16 @@ def safe_extract(archive: str | Path, dest: str | Path) -> Path:
                 tf.extractall(tmp, members=members)
         else:
             raise UserError(f"{archive} is neither a zip nor a tar archive")
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
+        replace_dir(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def replace_dir(src: Path, dest: Path) -> Path:
+    """Put the finished folder ``src`` at ``dest``, replacing whatever was there (same filesystem)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(src, dest)
     return dest

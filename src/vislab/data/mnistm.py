@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 
 from ..errors import UserError
 from ..io import torch_load, torch_save, write_json
-from .download import cache_dir, download, safe_extract, tree_digest
+from .download import cache_dir, download, replace_dir, safe_extract, tree_digest
 from .images import find_images, load_image
 from .mnist import DigitSet, load_mnist
 
@@ -123,8 +122,7 @@ def fetch_bsds500(dest: Path | None = None) -> Path:
         raise UserError(f"the BSDS500 training photos from {BSDS500_URL} have digest {got}, expected "
                         f"{BSDS500_TRAIN_DIGEST}; the download is corrupt or changed (delete {dest} and retry, "
                         f"or pass --backgrounds DIR)")
-    shutil.rmtree(train, ignore_errors=True)
-    os.replace(tmp, train)
+    replace_dir(tmp, train)
     shutil.rmtree(extracted, ignore_errors=True)
     return train
 

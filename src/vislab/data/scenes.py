@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
-from .download import cache_dir, download, safe_extract, sha256_file, tree_digest
+from .download import cache_dir, download, replace_dir, safe_extract, sha256_file, tree_digest
 from .images import IMAGE_SUFFIXES
 
 SCENE_URL = "https://github.com/cdancette/deep-learning-polytech-tp6-7/raw/master/tp8/15ScenesData.zip"
@@ -63,10 +62,7 @@ def fetch_15scene(dest: str | Path | None = None, *, url: str = SCENE_URL, sha25
                 raise UserError(f"{url}: extracted images have tree digest {got}, expected {expected_tree} "
                                 f"(corrupt or different archive); it was deleted, retry to download it again")
             (inner / _VERIFIED_MARKER).write_text(expected_tree)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(inner, dest)
+        replace_dir(inner, dest)
     finally:
         shutil.rmtree(unpacked, ignore_errors=True)
     return dest

@@ -17,7 +17,7 @@ import torch
 
 from ..config import RunConfig, add_command, option
 from ..data.images import load_image
-from ..data.samples import SampleOptions, SampleSet, load_samples, to_batch
+from ..data.samples import SampleOptions, load_samples, to_batch
 from ..errors import UserError
 from ..io import write_bytes
 from ..methods.classviz import ClassVizResult, class_visualization, noise_image

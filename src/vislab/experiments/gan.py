@@ -29,6 +29,7 @@ from ..config import RunConfig, add_command, build_config, config_from_args, opt
 from ..errors import UserError
 from ..data.download import cache_dir
 from ..io import atomic_path, torch_load, torch_save, write_json, write_text
+from ..precision import amp_dtype
 from ..progress import progress
 from ..runs import PARTIAL_SUFFIX, Run
 
@@ -123,10 +124,6 @@ class _Paused(Exception):
 
 # ----------------------------------------------------------------------------------------------
 # helpers
-
-
-def _amp(precision: str) -> torch.dtype | None:
-    return torch.bfloat16 if precision == "bf16" else None
 
 
 def _to_unit(x: torch.Tensor) -> torch.Tensor:
@@ -233,7 +230,7 @@ def train_gan(cfg: GanConfig, run: Run) -> dict[str, Any]:
     from ..models.mnist_classifier import prepare_digits
 
     dev = run.device
-    amp = _amp(cfg.precision)
+    amp = amp_dtype(cfg.precision)
     conditional = cfg.model == "cdcgan"
     train, test = _load_digits(cfg)
     x_all = prepare_digits(train.images, cfg.image_size).to(dev)
@@ -343,7 +340,7 @@ def evaluate(cfg: GanConfig, g: torch.nn.Module, train, test, x_all: torch.Tenso
     n = cfg.eval_samples
     z = torch.randn(n, cfg.nz, generator=gen).to(device)
     y = (torch.arange(n) % 10).to(device) if cfg.model == "cdcgan" else None
-    fake = generate(g, z, y, amp_dtype=_amp(cfg.precision)).cpu()
+    fake = generate(g, z, y, amp_dtype=amp_dtype(cfg.precision)).cpu()
     pick = torch.randperm(len(x_all), generator=gen)[:n]
     # The reference features and the real-vs-real baseline depend only on the data, the classifier
     # and these settings, not on the GAN: cached beside the classifier (a third of the evaluation).
@@ -381,7 +378,7 @@ def run_train(cfg: GanConfig) -> int:
             t0 = time.perf_counter()
             m = evaluate(cfg, g, res["train"], res["test"], res["x_all"], run.device)
             eval_seconds = time.perf_counter() - t0
-            amp = _amp(cfg.precision)
+            amp = amp_dtype(cfg.precision)
             conditional = cfg.model == "cdcgan"
             imgs, nrow = _grid(g, res["z_test"], conditional, amp)
             save_grid(imgs, run.path("samples.png"), nrow)
@@ -461,10 +458,10 @@ def run_sample(cfg: SampleConfig) -> int:
         gen = torch.Generator().manual_seed(cfg.seed)
         if blob["model"] == "cdcgan":
             z, y = class_grid_inputs(torch.randn(cfg.columns, blob["nz"], generator=gen))
-            imgs, nrow = generate(g, z.to(run.device), y.to(run.device), amp_dtype=_amp(cfg.precision)), cfg.columns
+            imgs, nrow = generate(g, z.to(run.device), y.to(run.device), amp_dtype=amp_dtype(cfg.precision)), cfg.columns
         else:
             z = torch.randn(cfg.num, blob["nz"], generator=gen)
-            imgs, nrow = generate(g, z.to(run.device), amp_dtype=_amp(cfg.precision)), max(1, round(math.sqrt(cfg.num)))
+            imgs, nrow = generate(g, z.to(run.device), amp_dtype=amp_dtype(cfg.precision)), max(1, round(math.sqrt(cfg.num)))
         save_grid(imgs, run.path("samples.png"), nrow)
         run.metrics.update({"images": len(imgs), "model": blob["model"],
                             "layout": "rows = classes 0-9, columns = noise vectors" if blob["model"] == "cdcgan"
@@ -481,7 +478,7 @@ def run_interpolate(cfg: InterpolateConfig) -> int:
         g, blob = load_generator(cfg.run, run.device)
         imgs = _interpolation(g, blob["nz"], blob["model"] == "cdcgan", pairs=cfg.pairs, steps=cfg.steps,
                               label=cfg.label, gen=torch.Generator().manual_seed(cfg.seed), device=run.device,
-                              amp=_amp(cfg.precision))
+                              amp=amp_dtype(cfg.precision))
         save_grid(imgs, run.path("interpolation.png"), cfg.steps)
         run.metrics.update({"pairs": cfg.pairs, "steps": cfg.steps,
                             "layout": "one strip per row; alpha*z1 + (1-alpha)*z2 with alpha from 1 to 0"})

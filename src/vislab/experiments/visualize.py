@@ -21,9 +21,10 @@ from ..data.samples import SampleOptions, load_samples, to_batch
 from ..errors import UserError
 from ..io import write_bytes
 from ..methods.classviz import ClassVizResult, class_visualization, noise_image
-from ..methods.fooling import autocast, fool
+from ..methods.fooling import fool
 from ..methods.saliency import saliency_maps
 from ..models.backbones import BackboneOptions, build_backbone, imagenet_classes
+from ..precision import amp_dtype, autocast
 from ..progress import progress
 from ..runs import Run
 
@@ -93,10 +94,6 @@ def register(subparsers) -> None:
 
 
 # --- shared pieces ----------------------------------------------------------------------------
-
-def _amp(precision: str) -> torch.dtype | None:
-    return torch.bfloat16 if precision == "bf16" else None
-
 
 def _pixel_model(backbone, device, precision: str = "fp32"):
     model = backbone.pixel_model().to(device)
@@ -212,7 +209,7 @@ def fool_images(cfg: FoolConfig) -> int:
         raise UserError("--learning-rate must be > 0, --max-iterations and --margin >= 0")
     with Run("fool", cfg) as run:
         backbone, model, samples, x = _setup(run, cfg)
-        amp = _amp(cfg.precision)
+        amp = amp_dtype(cfg.precision)
         with torch.no_grad():
             before = torch.cat([model(x[sl].to(run.device)).float().cpu() for sl in _batches(len(x), cfg.batch_size)])
         _check_class("target", cfg.target, before.shape[1])
@@ -329,7 +326,7 @@ def classviz(cfg: ClassVizConfig) -> int:
         else:
             start = noise_image(1, size, mean, std, torch.Generator().manual_seed(cfg.seed))
         common = dict(blur_every=cfg.blur_every, max_jitter=cfg.max_jitter, show_every=cfg.show_every,
-                      iterations=cfg.iterations, amp_dtype=_amp(cfg.precision),
+                      iterations=cfg.iterations, amp_dtype=amp_dtype(cfg.precision),
                       progress=lambda r: progress(r, desc="classviz", unit="step"))
         t0 = time.perf_counter()
         n = len(cfg.target)

@@ -51,7 +51,7 @@ import torch
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
-from .fooling import autocast
+from ..precision import autocast
 from .saliency import channel_std
 
 BLUR_SIGMA = 0.5

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import option
+from ..precision import amp_dtype, autocast
 from .grl import dann_lr, grad_reverse, grl_lambda
 
 # Values each --preset gives to the hyperparameters left unset (None) by the user. 'course' is the
@@ -124,7 +125,7 @@ class Algorithm(nn.Module):
 
     # -- helpers -------------------------------------------------------------------------
     def _autocast(self, x: torch.Tensor):
-        return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.hp.precision == "bf16")
+        return autocast(x.device, amp_dtype(self.hp.precision))
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.hp.channels_last else x

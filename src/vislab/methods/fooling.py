@@ -58,13 +58,13 @@ Example:
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from typing import Literal
 
 import torch
 from torch import nn
 
+from ..precision import autocast
 from .saliency import channel_std
 
 StepSpace = Literal["normalized", "pixel"]
@@ -76,13 +76,6 @@ class FoolingResult:
     success: torch.Tensor     # (N,) bool: prediction == target (and margin reached)
     iterations: torch.Tensor  # (N,) int64: gradient steps taken
     logits: torch.Tensor      # (N, K) float32 logits of ``images``
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    """Autocast context for the network's forward pass; a no-op when ``dtype`` is None."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def reached_target(logits: torch.Tensor, target: torch.Tensor, margin: float = 0.0) -> torch.Tensor:

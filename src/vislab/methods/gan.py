@@ -22,12 +22,13 @@ float32 even when the networks run under bf16 autocast.
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..precision import autocast
 
 GLoss = Literal["non-saturating", "minimax"]
 
@@ -49,12 +50,6 @@ def generator_loss(fake_logits: torch.Tensor, kind: GLoss = "non-saturating") ->
     if kind == "minimax":
         return -_bce(fake_logits, 0.0)
     raise ValueError(f"generator loss {kind!r}: use 'non-saturating' or 'minimax'")
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None or dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _g(g: nn.Module, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
@@ -79,7 +74,7 @@ def train_step(g: nn.Module, d: nn.Module, opt_g: torch.optim.Optimizer, opt_d: 
     dev = real.device
     # -- D: maximise log D(x) + log(1 - D(G(z)))
     opt_d.zero_grad(set_to_none=True)
-    with _autocast(dev, amp_dtype):
+    with autocast(dev, amp_dtype):
         fake = _g(g, z, y)
         real_logits = _d(d, real, y)
         fake_logits = _d(d, fake.detach(), y)
@@ -90,7 +85,7 @@ def train_step(g: nn.Module, d: nn.Module, opt_g: torch.optim.Optimizer, opt_d: 
     opt_g.zero_grad(set_to_none=True)
     d.requires_grad_(False)  # G's backward pass needs D's input gradients only, not its weight gradients
     try:
-        with _autocast(dev, amp_dtype):
+        with autocast(dev, amp_dtype):
             fake_logits2 = _d(d, fake, y)
         loss_g = generator_loss(fake_logits2, g_loss)
         loss_g.backward()

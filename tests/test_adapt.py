@@ -19,7 +19,8 @@ from vislab.data.mnistm import blend, build_mnistm, load_mnistm
 from vislab.errors import UserError
 from vislab.experiments import adapt as adapt_mod
 from vislab.experiments.adapt import AdaptConfig, Domains, to_input, train_mode
-from vislab.methods.dann import DANN, AdaptHParams, resolve_hparams, select_pseudo_labels
+from vislab.methods.augment import augment_digits
+from vislab.methods.dann import DANN, AdaptHParams, DANNPseudoLabel, resolve_hparams, select_pseudo_labels
 from vislab.methods.grl import dann_lr, grad_reverse, grl_lambda
 from vislab.models.dann import DANNNet
 
@@ -399,3 +400,76 @@ def test_target_own_normalisation():
     assert torch.allclose(to_input(domains.target_train.images, *own).mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
     assert input_norm(_tiny_cfg(), domains, "target") == (_tiny_cfg().mean, _tiny_cfg().std)
     assert input_norm(_tiny_cfg(target_norm="own"), domains, "source") == (_tiny_cfg().mean, _tiny_cfg().std)
+
+
+# -- pseudo-label augmentation ---------------------------------------------------------------
+
+
+def test_augment_identity_when_every_transform_is_off():
+    x = torch.rand(5, 3, 28, 28)
+    g = torch.Generator().manual_seed(0)
+    out = augment_digits(x, g, rotate=0, scale=0, shift=0, permute_channels=False, invert=0)
+    torch.testing.assert_close(out, x, rtol=0, atol=1e-6)  # the identity grid samples pixel centres
+
+
+def test_augment_inversion_and_channel_permutation_exactly():
+    x = torch.rand(6, 3, 28, 28)
+    off = dict(rotate=0, scale=0, shift=0)
+    inv = augment_digits(x, torch.Generator().manual_seed(0), permute_channels=False, invert=1.0, **off)
+    torch.testing.assert_close(inv, 1 - x, rtol=0, atol=1e-6)
+    perm = augment_digits(x, torch.Generator().manual_seed(0), permute_channels=True, invert=0, **off)
+    for a, b in zip(x, perm):  # each image's channels, reordered, nothing else
+        assert sorted(float(c.sum()) for c in a) == pytest.approx(sorted(float(c.sum()) for c in b), abs=1e-4)
+    # with 6 images, at least one permutation is not the identity (probability 1 - 6^-6)
+    assert not torch.allclose(perm, x)
+
+
+def test_augment_shift_moves_a_dot_by_at_most_shift_pixels():
+    x = torch.zeros(200, 1, 28, 28)
+    x[:, :, 14, 14] = 1.0
+    out = augment_digits(x, torch.Generator().manual_seed(1), rotate=0, scale=0, shift=2.0,
+                         permute_channels=False, invert=0)
+    assert out.min() >= 0 and out.max() <= 1
+    ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    mass = out.sum(dim=(1, 2, 3))
+    cy = (out[:, 0] * ys).sum(dim=(1, 2)) / mass
+    cx = (out[:, 0] * xs).sum(dim=(1, 2)) / mass
+    assert torch.allclose(mass, torch.ones(200), atol=1e-4)  # bilinear shifts conserve the dot
+    assert (cy - 14).abs().max() <= 2.0 + 1e-4 and (cx - 14).abs().max() <= 2.0 + 1e-4
+    assert (cy - 14).abs().max() > 1.5  # the whole range is used
+
+
+def test_augment_is_seeded_and_keeps_pixel_range():
+    x = torch.rand(8, 3, 28, 28)
+    a = augment_digits(x, torch.Generator().manual_seed(3))
+    b = augment_digits(x, torch.Generator().manual_seed(3))
+    c = augment_digits(x, torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+
+
+def test_pseudo_label_loss_reads_the_augmented_copies():
+    torch.manual_seed(0)
+    xs, xt = torch.randn(8, 3, 28, 28), torch.randn(8, 3, 28, 28)
+    batch = {"xs": xs, "ys": torch.randint(0, 10, (8,)), "xt": xt,
+             "pt": torch.tensor([3, -1, 5, -1, 0, 0, -1, 9])}
+    hp = AdaptHParams(precision="fp32", channels_last=False, lambda_schedule="paper")
+    after = []
+    for aug in (None, xt, torch.randn(8, 3, 28, 28)):
+        torch.manual_seed(1)
+        algo = DANNPseudoLabel(DANNNet(), hp, total_steps=10)
+        algo.update(batch if aug is None else {**batch, "xt_aug": aug})
+        after.append(torch.cat([p.detach().flatten() for p in algo.net.classifier.parameters()]))
+    torch.testing.assert_close(after[1], after[0])  # copies equal to xt: the same step
+    assert (after[2] - after[0]).abs().max() > 1e-5  # other copies: another step
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_dann_pl_trains_on_cuda(tmp_path):
+    cfg = _tiny_cfg(precision="bf16")
+    hp = resolve_hparams(cfg)
+    cpu = _tiny_domains()
+    m = train_mode("dann+pl", cfg, hp, cpu.to(torch.device("cuda")), tmp_path, resume=False)
+    assert 0 <= m["target_accuracy"] <= 1 and m["pseudo_label_rounds"][0]["count"] > 0
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["pseudo"].device.type == "cpu"  # torch_save/map_location: checkpoints load anywhere

@@ -53,6 +53,12 @@ def test_findings_of_every_part_come_from_the_numbers():
                                                             "accuracy": 0.96}]}, {})
     assert adapt[0].startswith("dann+pl: target (MNIST-M) accuracy 0.8125")
     assert "24,000 target images labelled, 96.0% of them correctly" in adapt[1]
+    history = [{"target_accuracy": a} for a in (0.60, 0.70, 0.75, 0.76, 0.7700, 0.85)]
+    pl = findings_for("adapt", {"mode": "dann+pl", "target_accuracy": 0.85, "source_accuracy": 0.99,
+                                "history": history, "pseudo_label_rounds": [{"round": 0, "epoch": 5, "count": 10,
+                                                                             "accuracy": 0.9}]}, {"pl_augment": False})
+    assert "from 0.7700 with DANN alone (epoch 5) to 0.8500 (+8.0 points)" in pl[2]
+    assert "on the images as labelled" in pl[2]
     gan = findings_for("gan", {"fid": 12.5, "kid": 3.0, "eval_samples": 10000, "fid_real_baseline": 1.5,
                                "conditional_accuracy": 0.975}, {})
     assert "FID 12.50" in gan[0] and "baseline" in gan[0] and "97.5%" in gan[1]

@@ -27,6 +27,7 @@ from ..data.mnist import MNIST_MEAN, MNIST_STD, DigitSet, load_mnist
 from ..data.mnistm import load_mnistm
 from ..errors import UserError
 from ..io import torch_load, torch_save, write_text
+from ..methods.augment import augment_digits
 from ..methods.dann import ALGORITHMS, AdaptHParams, Algorithm, resolve_hparams, select_pseudo_labels
 from ..methods.grl import dann_lr, grl_lambda
 from ..models.dann import DANNNet
@@ -65,6 +66,9 @@ class AdaptConfig(RunConfig, AdaptHParams):
     pl_fraction_end: float = option(0.8, "per-class fraction labelled in the last round (--pl-select top)")
     pl_start_epoch: int = option(8, "epoch (0-based) of the first pseudo-label round; DANN alone before it")
     pl_rounds: int = option(4, "number of pseudo-label rounds, evenly spaced from --pl-start-epoch")
+    pl_augment: bool = option(True, "take the pseudo-label loss on randomly transformed copies of the target "
+                              "images (small affine warp, colour-channel permutation, inversion); "
+                              "--no-pl-augment: on the images as labelled")
     eval_batch: int = option(2000, "batch size for evaluation")
     tsne: bool = option(True, "t-SNE of 1,000 source + 1,000 target test features before and after training")
     tsne_points: int = option(1000, "test images per domain in the t-SNE")
@@ -85,10 +89,17 @@ class Domains:
     mnistm_sha256: dict = dataclasses.field(default_factory=dict)
     target_stats: tuple | None = None  # per-channel (mean, std) of target train, computed on demand
 
+    def to(self, device: torch.device) -> "Domains":
+        """The four sets with images and labels on ``device`` (the training loop slices them there)."""
+        sets = {name: dataclasses.replace(ds, images=ds.images.to(device), labels=ds.labels.to(device))
+                for name in ("source_train", "source_test", "target_train", "target_test")
+                for ds in [getattr(self, name)]}
+        return dataclasses.replace(self, **sets, target_stats=None)
+
 
 def channel_stats(images: torch.Tensor, chunk: int = 10000) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std (in [0, 1] units) of uint8 images (N, C, H, W), in chunks."""
-    s = torch.zeros(images.shape[1], dtype=torch.float64)
+    s = torch.zeros(images.shape[1], dtype=torch.float64, device=images.device)
     s2 = torch.zeros_like(s)
     for i in range(0, len(images), chunk):
         x = images[i:i + chunk].to(torch.float64) / 255.0
@@ -114,6 +125,13 @@ def load_domains(cfg: AdaptConfig) -> Domains:
            for s, d in (("train", src_train), ("test", src_test))}
     return Domains(src_train, src_test, tgt["train"], tgt["test"], tgt["train"].backgrounds,
                    {s: m.content_sha256 for s, m in tgt.items()})
+
+
+def normalize(pixels: torch.Tensor, mean, std) -> torch.Tensor:
+    """Float pixels (N, C, H, W) in [0, 1] -> normalised; ``mean``/``std`` floats or per-channel (C,)."""
+    if isinstance(mean, torch.Tensor):
+        return (pixels - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    return (pixels - mean) / std
 
 
 def to_input(images: torch.Tensor, mean, std) -> torch.Tensor:
@@ -168,9 +186,9 @@ def tsne_features(algo: Algorithm, domains: Domains, cfg: AdaptConfig, seed: int
     si = torch.randperm(len(domains.source_test), generator=g)[:n]
     ti = torch.randperm(len(domains.target_test), generator=g)[:n]
     algo.eval_net.eval()
-    feats = torch.cat([algo.features(to_input(domains.source_test.images[si], *input_norm(cfg, domains, "source"))),
-                       algo.features(to_input(domains.target_test.images[ti], *input_norm(cfg, domains, "target")))
-                       ]).numpy()
+    images = [(domains.source_test.images, si, "source"), (domains.target_test.images, ti, "target")]
+    feats = torch.cat([algo.features(to_input(ims[idx.to(ims.device)], *input_norm(cfg, domains, name)))
+                       for ims, idx, name in images]).cpu().numpy()
     # PCA to 50 dims first: the usual t-SNE preprocessing, and 2352-dim distances would be slow
     reduced = PCA(n_components=min(50, *feats.shape), random_state=seed).fit_transform(feats)
     return TSNE(n_components=2, init="pca", random_state=seed, perplexity=30, max_iter=cfg.tsne_iter,
@@ -205,11 +223,13 @@ def train_mode(mode: str, cfg: AdaptConfig, hp: AdaptHParams, domains: Domains, 
     """Train one mode, writing its checkpoint and figures into ``folder``; return its metrics."""
     epochs, steps = mode_schedule(mode, cfg, domains)
     torch.manual_seed(cfg.seed)
-    algo = ALGORITHMS[mode](DANNNet(), hp, total_steps=epochs * steps)
+    device = domains.source_train.images.device
+    algo = ALGORITHMS[mode](DANNNet().to(device), hp, total_steps=epochs * steps)
     order = torch.Generator().manual_seed(cfg.seed)  # data order, saved in checkpoints for --resume
+    augment_rng = torch.Generator().manual_seed(cfg.seed + 1)  # pseudo-label augmentations, saved too
     history: list[dict] = []
     pl_rounds: list[dict] = []
-    pseudo = torch.full((len(domains.target_train),), -1, dtype=torch.int64)
+    pseudo = torch.full((len(domains.target_train),), -1, dtype=torch.int64, device=device)
     start = 0
     ckpt_path = folder / "checkpoint.pt"
     tsne_init = None
@@ -217,7 +237,9 @@ def train_mode(mode: str, cfg: AdaptConfig, hp: AdaptHParams, domains: Domains, 
         ckpt = torch_load(ckpt_path)
         algo.load_state(ckpt["algorithm"])
         order.set_state(ckpt["order_rng"])
-        history, pl_rounds, pseudo, start = ckpt["history"], ckpt["pl_rounds"], ckpt["pseudo"], ckpt["epoch"]
+        augment_rng.set_state(ckpt["augment_rng"])
+        history, pl_rounds, start = ckpt["history"], ckpt["pl_rounds"], ckpt["epoch"]
+        pseudo = ckpt["pseudo"].to(device)
         tsne_init = ckpt.get("tsne_init")
         print(f"vislab adapt: {mode}: resuming after epoch {start}/{epochs}", file=sys.stderr)
     elif cfg.tsne:
@@ -244,8 +266,9 @@ def train_mode(mode: str, cfg: AdaptConfig, hp: AdaptHParams, domains: Domains, 
             pl_rounds.append({"round": r, "epoch": epoch, "fraction": frac if cfg.pl_select == "top" else None,
                               "count": int(labelled.sum()), "accuracy": acc})
         t_train = time.perf_counter()
-        ps = torch.randperm(len(src), generator=order)
-        pt = torch.randperm(len(tgt), generator=order)
+        # drawn on the CPU (one generator, saved for --resume, whatever the device), used on the device
+        ps = torch.randperm(len(src), generator=order).to(device)
+        pt = torch.randperm(len(tgt), generator=order).to(device)
         sums: dict[str, float] = {}
         for i in progress(range(steps), desc=f"{mode} epoch {epoch + 1}/{epochs}", total=steps):
             si = ps[i * bs:(i + 1) * bs]
@@ -255,6 +278,9 @@ def train_mode(mode: str, cfg: AdaptConfig, hp: AdaptHParams, domains: Domains, 
                 batch["xt"] = to_input(tgt.images[ti], *tnorm)
                 if mode == "dann+pl":
                     batch["pt"] = pseudo[ti]
+                    if cfg.pl_augment:
+                        pixels = augment_digits(tgt.images[ti].float() / 255.0, augment_rng)
+                        batch["xt_aug"] = normalize(pixels, *tnorm)
                 if algo.uses_target_labels:
                     batch["yt"] = tgt.labels[ti]
             stats = algo.update(batch)
@@ -273,7 +299,8 @@ def train_mode(mode: str, cfg: AdaptConfig, hp: AdaptHParams, domains: Domains, 
         print(f"vislab adapt: {mode} epoch {epoch + 1}/{epochs}: source {row['source_accuracy']:.4f} "
               f"target {row['target_accuracy']:.4f} domain {row['domain_accuracy']:.3f} ({row['seconds']}s)",
               file=sys.stderr)
-        torch_save({"algorithm": algo.state(), "order_rng": order.get_state(), "history": history,
+        torch_save({"algorithm": algo.state(), "order_rng": order.get_state(),
+                    "augment_rng": augment_rng.get_state(), "history": history,
                     "pl_rounds": pl_rounds, "pseudo": pseudo, "epoch": epoch + 1, "tsne_init": tsne_init}, ckpt_path)
 
     final = history[-1]
@@ -359,17 +386,13 @@ def comparison_table(results: dict[str, dict]) -> str:
 
 # -- command -------------------------------------------------------------------------------
 def run_adapt(cfg: AdaptConfig) -> int:
-    # The loop keeps data, batches and model on the CPU (the speed work targets it); say so rather
-    # than record a device that was not used.
-    if cfg.device == "cuda":
-        raise UserError("vislab adapt runs on the CPU only for now; use --device cpu (or auto)")
-    cfg = dataclasses.replace(cfg, device="cpu")
     modes = list(MODES) if "all" in cfg.mode else list(dict.fromkeys(cfg.mode))
     hp = resolve_hparams(cfg, cfg.preset)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     with Run("adapt", cfg, resume=cfg.resume) as run:
-        domains = load_domains(cfg)
+        # the whole data set lives on the device (MNIST + MNIST-M: 0.2 GB of uint8)
+        domains = load_domains(cfg).to(run.device)
         results: dict[str, dict] = {}
         for mode in modes:
             folder = run.dir if len(modes) == 1 else run.path(mode + "/x").parent

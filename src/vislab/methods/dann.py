@@ -226,20 +226,28 @@ class DANNPseudoLabel(DANN):
 
     The pseudo-labels come from the model itself (:func:`select_pseudo_labels`), so no target
     label is read; the class loss on them is averaged over the labelled ones, times ``pl_weight``.
+    With ``xt_aug`` in the batch (randomly transformed copies of ``xt``, see
+    :mod:`vislab.methods.augment`), that loss is taken on the transformed copies: one more
+    forward/backward of the labelled target images, and what makes the pseudo-labels teach
+    something (the untransformed confident images are already fitted).
     """
-
-    target_logits = True
 
     def update(self, batch):
         self.net.train()
-        logits, loss_class, loss_domain, extra = self._losses(batch)
         pt = batch["pt"]
         mask = pt >= 0
+        augmented = "xt_aug" in batch
+        self.target_logits = not augmented  # classify the target half in the DANN pass only if needed
+        logits, loss_class, loss_domain, extra = self._losses(batch)
         ns = len(batch["xs"])
-        if bool(mask.any()):
-            loss_pl = F.cross_entropy(logits[ns:][mask], pt[mask])
-        else:
+        if not bool(mask.any()):
             loss_pl = logits.sum() * 0.0
+        elif augmented:
+            xa = batch["xt_aug"][mask]
+            with self._autocast(xa):
+                loss_pl = F.cross_entropy(self.net(self._layout(xa)).float(), pt[mask])
+        else:
+            loss_pl = F.cross_entropy(logits[ns:][mask], pt[mask])
         lr = self._sgd_step(loss_class + loss_domain + self.hp.pl_weight * loss_pl)
         return {"loss_class": loss_class.item(), "loss_domain": loss_domain.item(), "loss_pl": loss_pl.item(),
                 "domain_acc": extra["domain_acc"].item(), "lambda": extra["lambda"], "lr": lr}

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..config import option
 from ..errors import UserError, WeightsUnavailableError
+from .fold import fold_batchnorm
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -91,8 +92,11 @@ class Backbone:
     default_layer: str
     weights: str
 
-    def pixel_model(self) -> PixelModel:
-        return PixelModel(self.net, self.preprocess.mean, self.preprocess.std).eval()
+    def pixel_model(self, fold_bn: bool = False) -> PixelModel:
+        """The network in pixel space; ``fold_bn``: on a copy with BatchNorm folded into the convs
+        (same function and input gradients, fewer passes: what image-space optimisation wants)."""
+        net = fold_batchnorm(self.net, self.preprocess.input_size)[0] if fold_bn else self.net
+        return PixelModel(net, self.preprocess.mean, self.preprocess.std).eval()
 
     def module_path(self, layer: str) -> str:
         """Module path of a friendly layer name or of a dotted path; error lists the choices."""

@@ -125,9 +125,19 @@ def _adapt(m: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
         if r.get("domain_accuracy") is not None:
             line += f", domain classifier {r['domain_accuracy']:.3f}"
         out.append(line + ".")
-        for rnd in r.get("pseudo_label_rounds") or []:
+        rounds = r.get("pseudo_label_rounds") or []
+        for rnd in rounds:
             out.append(f"{name}, pseudo-label round {rnd['round']} (epoch {rnd['epoch']}): {rnd['count']:,} target "
                        f"images labelled, {100 * rnd['accuracy']:.1f}% of them correctly.")
+        history = r.get("history") or []
+        if rounds and 0 < rounds[0]["epoch"] <= len(history):
+            before = history[rounds[0]["epoch"] - 1]["target_accuracy"]  # end of the last epoch of DANN alone
+            how = ("on randomly transformed copies (warp, colour permutation, inversion)"
+                   if cfg.get("pl_augment", True) else "on the images as labelled")
+            out.append(f"What pseudo-labelling added: the model labels target images itself (its most confident "
+                       f"predictions, no target label is read) and is trained on them {how}; target accuracy went "
+                       f"from {before:.4f} with DANN alone (epoch {rounds[0]['epoch']}) to "
+                       f"{r.get('target_accuracy', 0):.4f} ({100 * (r.get('target_accuracy', 0) - before):+.1f} points).")
     out.append("A domain classifier near 0.5 means the features no longer tell the domains apart, which is what "
                "the gradient reversal layer trains for; without it the three parts would just learn features "
                "that separate the domains. Source accuracy can dip while the features shed domain information.")

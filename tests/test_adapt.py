@@ -465,11 +465,16 @@ def test_pseudo_label_loss_reads_the_augmented_copies():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_dann_pl_trains_on_cuda(tmp_path):
-    cfg = _tiny_cfg(precision="bf16")
+def test_dann_pl_trains_and_resumes_on_cuda(tmp_path):
+    cfg = _tiny_cfg(precision="bf16", epochs=2)
     hp = resolve_hparams(cfg)
-    cpu = _tiny_domains()
-    m = train_mode("dann+pl", cfg, hp, cpu.to(torch.device("cuda")), tmp_path, resume=False)
-    assert 0 <= m["target_accuracy"] <= 1 and m["pseudo_label_rounds"][0]["count"] > 0
-    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert state["pseudo"].device.type == "cpu"  # torch_save/map_location: checkpoints load anywhere
+    domains = _tiny_domains().to(torch.device("cuda"))
+    # one epoch, then --resume: the checkpoint (saved from CUDA, loaded to the CPU) goes back on the GPU
+    train_mode("dann+pl", dataclasses.replace(cfg, epochs=2), hp, domains, tmp_path, resume=False)
+    ckpt = tmp_path / "checkpoint.pt"
+    state = adapt_mod.torch_load(ckpt)
+    state["epoch"], state["history"] = 1, state["history"][:1]
+    adapt_mod.torch_save(state, ckpt)
+    m = train_mode("dann+pl", cfg, hp, domains, tmp_path, resume=True)
+    assert len(m["history"]) == 2 and 0 <= m["target_accuracy"] <= 1
+    assert m["pseudo_label_rounds"][0]["count"] > 0

@@ -237,7 +237,8 @@ def train_mode(mode: str, cfg: AdaptConfig, hp: AdaptHParams, domains: Domains, 
         ckpt = torch_load(ckpt_path)
         algo.load_state(ckpt["algorithm"])
         order.set_state(ckpt["order_rng"])
-        augment_rng.set_state(ckpt["augment_rng"])
+        if "augment_rng" in ckpt:  # absent from checkpoints of vislab before pseudo-label augmentation
+            augment_rng.set_state(ckpt["augment_rng"])
         history, pl_rounds, start = ckpt["history"], ckpt["pl_rounds"], ckpt["epoch"]
         pseudo = ckpt["pseudo"].to(device)
         tsne_init = ckpt.get("tsne_init")

@@ -382,8 +382,15 @@ def test_ema_weights_average_the_trajectory():
     assert torch.equal(algo.eval_net.features[0].weight, w1)  # first average = the weights themselves
     algo.update(batch)
     w2 = algo.net.features[0].weight.detach()
-    assert torch.allclose(algo.eval_net.features[0].weight, 0.9 * w1 + 0.1 * w2, atol=1e-6)
+    d = 2 / 11  # warm-up: min(0.9, (1 + n) / (10 + n)) with n = 1 update averaged so far
+    assert torch.allclose(algo.eval_net.features[0].weight, d * w1 + (1 - d) * w2, atol=1e-6)
     assert not torch.equal(algo.eval_net.features[0].weight, w2)
+    # later the decay is the one asked for
+    from vislab.methods.dann import ema_with_warmup
+
+    ema, cur = [torch.zeros(3)], [torch.ones(3)]
+    ema_with_warmup(0.9)(ema, cur, torch.tensor(500))
+    assert torch.allclose(ema[0], torch.full((3,), 0.1))
     assert resolve_hparams(AdaptHParams(), "vislab").ema_decay == 0.999
     assert resolve_hparams(AdaptHParams(), "course").ema_decay is None
 

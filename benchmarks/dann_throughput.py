@@ -13,7 +13,7 @@ Each loop runs ``--repeats`` timed blocks of ``--steps`` steps (after a warm-up 
 interleaved block by block so that drifting CPU load hits them alike; the table gives medians.
 
     flock /tmp/vislab-cpu.lock .venv/bin/python benchmarks/dann_throughput.py \
-        --data-root ../shared/data/mnist --backgrounds ../shared/data/bsds500/train --out dann_throughput.json
+        --data-root ../shared/data/mnist --backgrounds ../shared/data/bsds500/train
 """
 from __future__ import annotations
 
@@ -119,7 +119,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100, help="steps per timed block (default 100)")
     ap.add_argument("--repeats", type=int, default=5, help="timed blocks per loop; medians reported (default 5)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    ap.add_argument("--out", default="dann_throughput.json", help="JSON file to write (default dann_throughput.json)")
+    ap.add_argument("--out", default="benchmarks/results/dann_throughput.json",
+                    help="JSON file to write (default benchmarks/results/dann_throughput.json)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

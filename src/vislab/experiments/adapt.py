@@ -91,9 +91,10 @@ class Domains:
 
     def to(self, device: torch.device) -> "Domains":
         """The four sets with images and labels on ``device`` (the training loop slices them there)."""
-        sets = {name: dataclasses.replace(ds, images=ds.images.to(device), labels=ds.labels.to(device))
-                for name in ("source_train", "source_test", "target_train", "target_test")
-                for ds in [getattr(self, name)]}
+        sets = {}
+        for name in ("source_train", "source_test", "target_train", "target_test"):
+            ds = getattr(self, name)
+            sets[name] = dataclasses.replace(ds, images=ds.images.to(device), labels=ds.labels.to(device))
         return dataclasses.replace(self, **sets, target_stats=None)
 
 
@@ -140,7 +141,7 @@ def to_input(images: torch.Tensor, mean, std) -> torch.Tensor:
     if images.ndim == 3:
         images = images.unsqueeze(1)
     if isinstance(mean, torch.Tensor):
-        return ((images.float() / 255.0 - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)).expand(-1, 3, -1, -1)
+        return normalize(images.float() / 255.0, mean, std).expand(-1, 3, -1, -1)
     x = images.float().mul_(1.0 / (255.0 * std)).sub_(mean / std)
     return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 from vislab.cli import main
 from vislab.data import mnistm as mnistm_mod
@@ -22,7 +23,7 @@ from vislab.experiments.adapt import AdaptConfig, Domains, to_input, train_mode
 from vislab.methods.augment import augment_digits
 from vislab.methods.dann import DANN, AdaptHParams, DANNPseudoLabel, resolve_hparams, select_pseudo_labels
 from vislab.methods.grl import dann_lr, grad_reverse, grl_lambda
-from vislab.models.dann import DANNNet
+from vislab.models.dann import DANNNet, Flatten
 
 # -- GRL -----------------------------------------------------------------------------------
 
@@ -270,6 +271,21 @@ def test_dann_update_moves_features_against_domain_classifier():
     assert torch.allclose(out[True]["domain.0.weight"], out[False]["domain.0.weight"])
     assert torch.allclose(out[True]["classifier.0.weight"], out[False]["classifier.0.weight"])
     assert not torch.allclose(out[True]["features.0.weight"], out[False]["features.0.weight"])
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_flatten_matches_nn_flatten_and_keeps_the_gradient_layout(channels_last):
+    x = torch.randn(3, 4, 5, 6)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = Flatten()(a), nn.Flatten()(b)
+    assert ya.shape == (3, 120) and torch.equal(ya, yb)  # C, H, W order whatever the layout
+    g = torch.randn(3, 120)
+    ya.backward(g)
+    yb.backward(g)
+    assert torch.equal(a.grad, b.grad)
+    assert a.grad.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def test_to_input_normalises_and_repeats_grey():

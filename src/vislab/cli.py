@@ -10,6 +10,7 @@ import importlib
 import sys
 
 from . import __version__
+from .allocator import retain_freed_memory
 from .errors import UserError
 
 # Modules that define subcommands, in the order --help lists them.
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    retain_freed_memory()  # training steps reuse their activations' memory (see vislab.allocator)
     try:
         return int(args.handler(args) or 0)
     except (UserError, FileNotFoundError, FileExistsError, ValueError) as e:

@@ -23,7 +23,8 @@ from vislab.experiments.adapt import AdaptConfig, Domains, to_input, train_mode
 from vislab.methods.augment import augment_digits
 from vislab.methods.dann import DANN, AdaptHParams, DANNPseudoLabel, resolve_hparams, select_pseudo_labels
 from vislab.methods.grl import dann_lr, grad_reverse, grl_lambda
-from vislab.models.dann import DANNNet, Flatten
+from vislab.models.dann import DANNNet
+from vislab.models.layout import Flatten
 
 # -- GRL -----------------------------------------------------------------------------------
 

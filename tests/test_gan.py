@@ -110,6 +110,23 @@ def test_matmul_shortcuts_equal_convolutions():
     torch.testing.assert_close(h(x), c(x))
 
 
+def test_matmul_shortcuts_keep_the_channels_last_layout():
+    # a layer whose output or input gradient switches layout makes the next kernels slow
+    torch.manual_seed(0)
+    a = _ProjectT(10, 8, 4, 1, 0, bias=False).to(memory_format=torch.channels_last)
+    out = a(torch.randn(5, 10, 1, 1))
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    assert _ProjectT(10, 8, 4, 1, 0, bias=False)(torch.randn(5, 10, 1, 1)).is_contiguous()
+    h = _HeadConv(6, 1, 4, 1, 0, bias=False)
+    c = nn.Conv2d(6, 1, 4, 1, 0, bias=False)
+    c.weight.data.copy_(h.weight.data)
+    x = torch.randn(3, 6, 4, 4).contiguous(memory_format=torch.channels_last).requires_grad_()
+    (gh,) = torch.autograd.grad(h(x).square().sum(), x)
+    (gc,) = torch.autograd.grad(c(x).square().sum(), x)
+    torch.testing.assert_close(gh, gc)
+    assert gh.is_contiguous(memory_format=torch.channels_last) and not gh.is_contiguous()
+
+
 def test_cdcgan_spec_widths_and_label_changes_output():
     g, d = build_gan("cdcgan")
     assert [m.out_channels for m in g.modules() if isinstance(m, nn.ConvTranspose2d)] == [256, 256, 256, 128, 1]

@@ -13,30 +13,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .layout import Flatten
+
 FEATURE_DIM = 48 * 7 * 7
-
-
-class _FlattenKeepLayout(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        ctx.shape = x.shape
-        ctx.channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-        return x.reshape(len(x), -1)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.reshape(ctx.shape)
-        return grad.contiguous(memory_format=torch.channels_last) if ctx.channels_last else grad
-
-
-class Flatten(nn.Module):
-    """``nn.Flatten`` (C, H, W order, so the weights do not depend on the memory layout) whose
-    gradient comes back in the input's layout. Why: ``nn.Flatten``'s gradient of a channels-last
-    input is channels-first, and the ReLU and max-pool backward kernels then mix the two layouts,
-    which is slow (ReLU backward on the (128, 48, 7, 7) features: 0.72 ms against 0.03 ms)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _FlattenKeepLayout.apply(x)
 
 
 def feature_extractor(in_channels: int = 3) -> nn.Sequential:

@@ -30,6 +30,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from .layout import flatten_keep_layout
+
 NUM_CLASSES = 10
 
 
@@ -50,7 +52,10 @@ class _ProjectT(nn.ConvTranspose2d):
             return super().forward(x, output_size)
         n, k = x.shape[0], self.kernel_size
         out = x.reshape(n, self.in_channels) @ self.weight.reshape(self.in_channels, -1).to(x.dtype)
-        return out.reshape(n, self.out_channels, *k)
+        out = out.reshape(n, self.out_channels, *k)
+        # the layers after it take the network's layout: mixing layouts makes their kernels slow
+        channels_last = self.weight.is_contiguous(memory_format=torch.channels_last) and not self.weight.is_contiguous()
+        return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 
 
 class _HeadConv(nn.Conv2d):
@@ -62,7 +67,7 @@ class _HeadConv(nn.Conv2d):
             return super().forward(x)
         w = self.weight.to(x.dtype)
         # flatten in the kernel's (C, kh, kw) order whatever the memory format of x
-        out = x.reshape(x.shape[0], -1) @ w.reshape(w.shape[0], -1).t()
+        out = flatten_keep_layout(x) @ w.reshape(w.shape[0], -1).t()
         return out.reshape(x.shape[0], w.shape[0], 1, 1)
 
 

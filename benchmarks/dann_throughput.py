@@ -172,8 +172,9 @@ def main() -> None:
 
     loops = {name: Loop(build_loop, (kind, args.data_root, args.backgrounds, args.batch_size), retain, args.threads)
              for name, (kind, retain) in ROWS.items()}
-    rates = time_loops(loops, args.steps, args.repeats, warmup=max(10, args.steps // 5),
-                       report=lambda line: print(line, file=sys.stderr))
+    timings = time_loops(loops, args.steps, args.repeats, warmup=max(10, args.steps // 5),
+                         report=lambda line: print(line, file=sys.stderr))
+    rates = {name: t.rates for name, t in timings.items()}
 
     ref = statistics.median(rates[next(iter(ROWS))])
     ref_retain = statistics.median(rates["reference with vislab's allocator policy"])
@@ -191,7 +192,7 @@ def main() -> None:
     print(f"20 epochs = {steps_20} steps: reference {steps_20 / ref / 60:.1f} min, vislab "
           f"{steps_20 / default['steps_per_s_median'] / 60:.1f} min of training steps (evaluation not included)")
     write_json(args.out, {"batch_size": args.batch_size, "steps_per_block": args.steps, "repeats": args.repeats,
-                          "torch_threads": loops[next(iter(ROWS))].info["torch_threads"],
+                          "torch_threads": timings[next(iter(ROWS))].torch_threads,
                           "process_per_loop": True, "data_root": args.data_root,
                           "backgrounds": tgt.backgrounds, "rows": rows, "speedup_default": default["speedup"],
                           "speedup_default_same_allocator": default["steps_per_s_median"] / ref_retain})

@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             "reference with vislab's allocator policy": Loop(build_reference, (root, args.seed), True),
             "vislab (in-memory, bf16, channels_last)": Loop(build_vislab, (args.data_root, args.seed), True),
         }
-        rates = time_loops(loops, args.batches, args.rounds, args.warmup, report=lambda m: print(m, file=sys.stderr))
+        timings = time_loops(loops, args.batches, args.rounds, args.warmup, report=lambda m: print(m, file=sys.stderr))
+    rates = {name: t.rates for name, t in timings.items()}
 
     rows = []
     for name, r in rates.items():
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.out, {"benchmark": "gan_throughput", "batch_size": BATCH, "rows": rows, "ratio": round(ratio, 3),
                           "ratio_same_allocator": round(vis_rate / ref_retain_rate, 3), "process_per_loop": True,
                           "rounds": args.rounds, "batches_per_round": args.batches, "torch": torch.__version__,
-                          "threads": loops[next(iter(loops))].info["torch_threads"],
+                          "threads": timings[next(iter(loops))].torch_threads,
                           "machine": platform.processor() or platform.machine()})
     print(f"wrote {args.out}")
     return 0

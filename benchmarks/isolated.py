@@ -14,22 +14,33 @@ import multiprocessing
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
 class Loop:
-    """``build(*args)`` runs in the loop's own process and returns the step function (no arguments).
-    ``vislab_allocator``: set :func:`vislab.allocator.retain_freed_memory` there first, as the
-    ``vislab`` command does. ``build`` and ``args`` must pickle (a module-level function)."""
+    """``build(*args)`` runs in the loop's own process and returns the step function (no arguments;
+    what it returns must pickle: the last step's value comes back for checks). ``vislab_allocator``:
+    set :func:`vislab.allocator.retain_freed_memory` there first, as the ``vislab`` command does.
+    ``build`` and ``args`` must pickle (a module-level function)."""
 
-    build: Callable[..., Callable[[], None]]
+    build: Callable[..., Callable[[], Any]]
     args: tuple = ()
     vislab_allocator: bool = True
     threads: int | None = None
-    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class Timing:
+    rates: list[float] = field(default_factory=list)  # steps per second, one per timed block
+    last: Any = None  # what the last step returned
+    torch_threads: int = 0
 
 
 def _serve(conn, loop: Loop) -> None:
+    # a spawned process inherits "spawn" as its default start method; give the loop the platform's
+    # default, as in a script started from the shell (else every DataLoader pass spawns fresh workers)
+    multiprocessing.set_start_method(None, force=True)
     import torch
 
     from vislab.allocator import retain_freed_memory
@@ -42,38 +53,44 @@ def _serve(conn, loop: Loop) -> None:
     step = loop.build(*loop.args)
     conn.send(torch.get_num_threads())
     while (steps := conn.recv()) is not None:
+        out = None
         t0 = time.perf_counter()
         for _ in range(steps):
-            step()
-        conn.send(time.perf_counter() - t0)
+            out = step()
+        conn.send((time.perf_counter() - t0, out))
 
 
 def time_loops(loops: dict[str, Loop], steps: int, repeats: int, warmup: int,
-               report: Callable[[str], None] = print) -> dict[str, list[float]]:
-    """Steps per second of each loop: ``repeats`` blocks of ``steps`` steps after ``warmup`` steps."""
+               report: Callable[[str], None] = print) -> dict[str, Timing]:
+    """Each loop's steps per second over ``repeats`` blocks of ``steps`` steps, after ``warmup``
+    untimed steps (allocator, oneDNN primitives, data loader start)."""
     ctx = multiprocessing.get_context("spawn")
     servers: dict[str, tuple] = {}
+    timings = {name: Timing() for name in loops}
     try:
         for name, loop in loops.items():
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_serve, args=(child, loop), daemon=True)
+            # not a daemon: a loop may start DataLoader worker processes of its own
+            proc = ctx.Process(target=_serve, args=(child, loop))
             proc.start()
             servers[name] = (parent, proc)
             threads = parent.recv()
             if threads is None:
                 raise SystemExit(f"{name}: vislab's allocator policy needs glibc (Linux)")
-            loop.info["torch_threads"] = threads
-            parent.send(warmup)  # allocator, oneDNN primitives, data loader start
+            timings[name].torch_threads = threads
+            parent.send(warmup)
             parent.recv()
-        rates: dict[str, list[float]] = {name: [] for name in loops}
         for r, name in itertools.product(range(repeats), loops):
             conn = servers[name][0]
             conn.send(steps)
-            rates[name].append(steps / conn.recv())
-            report(f"block {r + 1}/{repeats} {name}: {rates[name][-1]:.1f} steps/s")
-        return rates
+            seconds, timings[name].last = conn.recv()
+            timings[name].rates.append(steps / seconds)
+            report(f"block {r + 1}/{repeats} {name}: {timings[name].rates[-1]:.2f} steps/s")
+        return timings
     finally:
         for conn, proc in servers.values():
             if proc.is_alive():
                 conn.send(None)
             proc.join(timeout=30)
+            if proc.is_alive():
+                proc.terminate()

@@ -8,8 +8,10 @@ vislab: :func:`vislab.methods.features.extract_features` (bf16 autocast -- or bf
 ``--bf16-weights``, the faster choice for VGG16 -- channels_last, folded BatchNorm, in-place
 activations, inference_mode, streaming to a fresh on-disk cache: the cache write is timed).
 
-Both sides get a warm-up batch, then ``--repeats`` timed passes interleaved (ref, vislab, ref,
-...); the table shows median images/s and the ratio. ``--accuracy`` also extracts the whole
+Each side runs in its own spawned process (``isolated.py``), the vislab one with
+``vislab.allocator.retain_freed_memory`` as in the ``vislab`` command, and the reference both
+without and with it. Each gets a warm-up batch, then ``--repeats`` timed passes, the processes
+taking turns (ref, ref, vislab, ref, ...); the table shows median images/s and the ratio. ``--accuracy`` also extracts the whole
 train and test splits with vislab in fp32 and in bf16 and compares LinearSVC(C=1) test accuracy.
 
     flock /tmp/vislab-cpu.lock .venv/bin/python benchmarks/transfer_extract.py DATA_DIR \\
@@ -29,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from isolated import Loop, time_loops
 
 
 def reference_extractor(backbone, layer: str) -> nn.Module:
@@ -91,6 +95,32 @@ def svm_accuracy(data: Path, backbone, layer: str, precision: str, cache: str, b
     return accuracy(yte, clf.predict(Xte))
 
 
+def build_reference_pass(data: Path, indices: list[int], model: str, weights: str, layer: str):
+    from vislab.models.backbones import build_backbone
+
+    torch.manual_seed(0)  # random weights (--no-weights) equal on both sides
+    backbone = build_backbone(model, weights)
+    size = backbone.preprocess.input_size
+    with torch.no_grad():  # warm-up: oneDNN picks and packs kernels on first use
+        reference_extractor(backbone, layer)(torch.rand(8, 3, size, size))
+    return lambda: run_reference(data, indices, backbone, layer, batch_size=8, workers=2)[0]
+
+
+def build_vislab_pass(data: Path, indices: list[int], model: str, weights: str, layer: str, precision: str,
+                      bf16_weights: bool, batch_size: int, workers: int):
+    from vislab.data.scenes import list_split
+    from vislab.methods.features import FeatureExtractor
+    from vislab.models.backbones import build_backbone
+
+    torch.manual_seed(0)
+    backbone = build_backbone(model, weights)
+    extractor = FeatureExtractor(backbone, [layer], precision=precision, bf16_weights=bf16_weights)
+    size = backbone.preprocess.input_size
+    extractor(torch.rand(batch_size, 3, size, size))
+    images = list_split(data, "train").subset(indices)
+    return lambda: run_vislab(images, extractor, batch_size, workers)[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("data", type=Path, help="folder with train/<class>/ and test/<class>/ (e.g. 15-Scene)")
@@ -127,40 +157,42 @@ def main(argv: list[str] | None = None) -> int:
     if ref_paths != images.paths:
         raise SystemExit("ImageFolder and vislab list the images in different orders; cannot compare")
     extractor = FeatureExtractor(backbone, [layer], precision=args.precision, bf16_weights=args.bf16_weights)
-
-    # Warm-up (oneDNN picks and packs kernels on first use) outside the timings, both sides.
-    size = backbone.preprocess.input_size
-    with torch.no_grad():
-        reference_extractor(backbone, layer)(torch.rand(8, 3, size, size))
-    extractor(torch.rand(args.batch_size, 3, size, size))
-
-    ref_t, vis_t = [], []
-    for r in range(args.repeats):
-        ref_feats, t = run_reference(args.data, indices, backbone, layer, batch_size=8, workers=2)
-        ref_t.append(t)
-        vis_feats, t = run_vislab(images, extractor, args.batch_size, args.workers)
-        vis_t.append(t)
-        print(f"repeat {r + 1}: reference {len(indices) / ref_t[-1]:.1f} images/s, vislab {len(indices) / vis_t[-1]:.1f} images/s",
-              file=sys.stderr, flush=True)
+    weights = "none" if args.no_weights else "imagenet"
+    prec = extractor.precision + (" weights" if extractor.bf16_weights else "")
+    ref_name, ref_retain_name = "reference (fp32, batch 8, 2 workers)", "reference with vislab's allocator policy"
+    vis_name = f"vislab ({prec}, batch {args.batch_size}, {args.workers} workers)"
+    ref_args = (args.data, indices, args.model, weights, layer)
+    loops = {ref_name: Loop(build_reference_pass, ref_args, vislab_allocator=False),
+             ref_retain_name: Loop(build_reference_pass, ref_args),
+             vis_name: Loop(build_vislab_pass, ref_args + (args.precision, args.bf16_weights, args.batch_size,
+                                                           args.workers))}
+    timings = time_loops(loops, steps=1, repeats=args.repeats, warmup=0,
+                         report=lambda m: print(m, file=sys.stderr, flush=True))
+    ref_feats, vis_feats = timings[ref_name].last, timings[vis_name].last
     cos = float(np.mean(np.sum(ref_feats * vis_feats, 1) /
                         (np.linalg.norm(ref_feats, axis=1) * np.linalg.norm(vis_feats, axis=1) + 1e-12)))
     n = len(indices)
-    ref_ips, vis_ips = n / statistics.median(ref_t), n / statistics.median(vis_t)
+    ref_ips, ref_retain_ips, vis_ips = (n * statistics.median(t.rates) for t in timings.values())
     result = {
-        "model": args.model, "layer": layer, "weights": "none" if args.no_weights else "imagenet", "images": n,
-        "repeats": args.repeats, "torch_threads": torch.get_num_threads(),
-        "reference": {"images_per_s": ref_ips, "seconds": ref_t, "batch_size": 8, "workers": 2, "precision": "fp32"},
-        "vislab": {"images_per_s": vis_ips, "seconds": vis_t, "batch_size": args.batch_size, "workers": args.workers,
+        "model": args.model, "layer": layer, "weights": weights, "images": n, "repeats": args.repeats,
+        "torch_threads": timings[vis_name].torch_threads, "process_per_side": True,
+        "reference": {"images_per_s": ref_ips, "seconds": [1 / r for r in timings[ref_name].rates], "batch_size": 8,
+                      "workers": 2, "precision": "fp32"},
+        "reference_vislab_allocator": {"images_per_s": ref_retain_ips,
+                                       "seconds": [1 / r for r in timings[ref_retain_name].rates]},
+        "vislab": {"images_per_s": vis_ips, "seconds": [1 / r for r in timings[vis_name].rates],
+                   "batch_size": args.batch_size, "workers": args.workers,
                    "precision": extractor.precision, "bf16_weights": extractor.bf16_weights, "channels_last": True,
                    "folded_bn": extractor.folded_bn},
-        "speedup": vis_ips / ref_ips, "mean_cosine_reference_vs_vislab": cos,
+        "speedup": vis_ips / ref_ips, "speedup_same_allocator": vis_ips / ref_retain_ips,
+        "mean_cosine_reference_vs_vislab": cos,
     }
     print(f"\n{args.model} {layer}, {n} images of {args.data / 'train'}, median of {args.repeats}")
     print(f"{'pipeline':<44} {'images/s':>9}")
-    print(f"{'reference (fp32, batch 8, 2 workers)':<44} {ref_ips:>9.1f}")
-    prec = extractor.precision + (" weights" if extractor.bf16_weights else "")
-    print(f"{'vislab (' + prec + f', batch {args.batch_size}, {args.workers} workers)':<44} {vis_ips:>9.1f}")
-    print(f"{'speed-up':<44} {vis_ips / ref_ips:>8.2f}x")
+    for name, ips in ((ref_name, ref_ips), (ref_retain_name, ref_retain_ips), (vis_name, vis_ips)):
+        print(f"{name:<44} {ips:>9.1f}")
+    print(f"{'speed-up':<44} {vis_ips / ref_ips:>8.2f}x ({vis_ips / ref_retain_ips:.2f}x against the reference "
+          f"with the same allocator policy)")
     print(f"mean cosine similarity of the features (reference fp32 vs vislab): {cos:.4f}")
 
     if args.accuracy:

@@ -10,9 +10,11 @@ channels_last. Also timed: vislab's ``fool`` called one image at a time (isolate
 batching). ``--device cuda`` runs every variant on the GPU (where batching is what pays).
 
 Both sides use the course's stopping rule (``stop_on_uint8=False``) so they do the same steps;
-the table checks that the iterations per image agree. Variants are interleaved over
-``--repeats`` rounds after a warm-up; the table shows the median seconds and the ratio to the
-reference. Writes JSON with every timing.
+the table checks that the iterations per image agree. Each variant runs in its own spawned process
+(``isolated.py``), the vislab ones with ``vislab.allocator.retain_freed_memory`` as in the
+``vislab`` command, the reference without and with it; after a warm-up (every variant once with 3
+steps) the processes take turns over ``--repeats`` rounds; the table shows the median seconds and
+the ratio to the reference. Writes JSON with every timing.
 
     flock /tmp/vislab-cpu.lock .venv/bin/python benchmarks/fooling.py --repeats 3 \\
         --json benchmarks/results/fooling.json
@@ -20,15 +22,14 @@ reference. Writes JSON with every timing.
 from __future__ import annotations
 
 import argparse
-import copy
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
+from isolated import Loop, time_loops
 from vislab.data.samples import SampleOptions, load_samples, to_batch
 from vislab.io import write_json
 from vislab.methods.fooling import fool
@@ -55,6 +56,36 @@ def reference_loop(model, x: torch.Tensor, target: int, lr: float, max_iteration
     return iterations
 
 
+def build_variant(kind: str, size: int | None, bf16: bool, args: argparse.Namespace):
+    """One variant's step (a full fooling run over the images, returning the iterations per image),
+    built in its own process. ``kind``: reference, fp32, folded or folded_cl; ``size``: images per
+    ``fool`` call (None: all)."""
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    backbone = build_backbone(args.model, device=device)
+    model = backbone.pixel_model(fold_bn=kind.startswith("folded")).to(device)
+    if kind == "folded_cl":
+        model = model.to(memory_format=torch.channels_last)
+    opts = SampleOptions(images=args.images, samples=None if args.images else args.samples, limit=args.limit)
+    x = to_batch(load_samples(opts).images, backbone.preprocess).to(device)
+    amp = torch.bfloat16 if bf16 else None
+
+    def run(max_iterations: int) -> list[int]:
+        if kind == "reference":
+            out = reference_loop(model, x, args.target, args.learning_rate, max_iterations)
+        else:
+            n = size or len(x)
+            out = sum((fool(model, x[i:i + n], args.target, amp_dtype=amp, learning_rate=args.learning_rate,
+                            max_iterations=max_iterations, stop_on_uint8=False).iterations.tolist()
+                       for i in range(0, len(x), n)), [])
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return out
+
+    run(3)  # warm-up: oneDNN / cuDNN create their primitives for this batch size and layout
+    return lambda: run(args.max_iterations)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", nargs="+", default=[], help="image files/folders/.npz (default: --samples foolbox)")
@@ -70,60 +101,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default="benchmarks/results/fooling.json", help="where to write the timings")
     args = ap.parse_args(argv)
 
-    torch.manual_seed(0)
-    device = torch.device(args.device)
-    backbone = build_backbone(args.model, device=device)
-    model = backbone.pixel_model().to(device)
-    folded = backbone.pixel_model(fold_bn=True).to(device)
-    folded_cl = copy.deepcopy(folded).to(memory_format=torch.channels_last)
     opts = SampleOptions(images=args.images, samples=None if args.images else args.samples, limit=args.limit)
-    x = to_batch(load_samples(opts).images, backbone.preprocess).to(device)
-    kw = dict(learning_rate=args.learning_rate, max_iterations=args.max_iterations, stop_on_uint8=False)
-    t, bf16 = args.target, torch.bfloat16
-
-    def chunks(m, size, amp=None):
-        return sum((fool(m, x[i:i + size], t, amp_dtype=amp, **kw).iterations.tolist()
-                    for i in range(0, len(x), size)), [])
-
-    n, c = len(x), args.chunk
-    variants = {
-        "reference loop fp32 (course)": lambda: reference_loop(model, x, t, args.learning_rate, args.max_iterations),
-        "vislab fool, one image at a time, fp32": lambda: chunks(model, 1),
-        f"vislab fool, batch of {n}, fp32": lambda: chunks(model, n),
-        f"vislab fool, batches of {c}, fp32": lambda: chunks(model, c),
-        "vislab fool, one image at a time, BN folded": lambda: chunks(folded, 1),
-        f"vislab fool, batch of {n}, BN folded": lambda: chunks(folded, n),
-        f"vislab fool, batches of {c}, BN folded": lambda: chunks(folded, c),
-        "vislab fool, one image at a time, folded+bf16+CL": lambda: chunks(folded_cl, 1, bf16),
-        f"vislab fool, batch of {n}, folded+bf16+CL": lambda: chunks(folded_cl, n, bf16),
-        f"vislab fool, batches of {c}, folded+bf16+CL": lambda: chunks(folded_cl, c, bf16),
-    }
-
-    def timed(fn):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        out = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return out, time.perf_counter() - t0
-    # Warm-up: every variant once with 3 steps, so that oneDNN has created its primitives for
-    # every batch size and layout before anything is timed (the first variant would pay otherwise).
-    full, kw["max_iterations"] = kw["max_iterations"], 3
-    reference_loop(model, x, t, args.learning_rate, 3)
-    for name, fn in variants.items():
-        if name.startswith("vislab"):
-            fn()
-    kw["max_iterations"] = full
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    iters: dict[str, list[int]] = {}
-    for r in range(args.repeats):
-        for name, fn in variants.items():
-            iters[name], seconds = timed(fn)
-            times[name].append(seconds)
-            print(f"round {r + 1}/{args.repeats} {name}: {times[name][-1]:.2f} s", file=sys.stderr, flush=True)
-
+    n, c = len(load_samples(opts).images), args.chunk
     ref_name = "reference loop fp32 (course)"
+    variants = {ref_name: Loop(build_variant, ("reference", None, False, args), vislab_allocator=False),
+                "reference loop, vislab's allocator policy": Loop(build_variant, ("reference", None, False, args))}
+    for kind, label, bf16 in (("fp32", "fp32", False), ("folded", "BN folded", False),
+                              ("folded_cl", "folded+bf16+CL", True)):
+        for size, what in ((1, "one image at a time"), (n, f"batch of {n}"), (c, f"batches of {c}")):
+            variants[f"vislab fool, {what}, {label}"] = Loop(build_variant, (kind, size, bf16, args))
+    timings = time_loops(variants, steps=1, repeats=args.repeats, warmup=0,
+                         report=lambda m: print(m, file=sys.stderr, flush=True))
+    times = {name: [1 / r for r in t.rates] for name, t in timings.items()}
+    iters = {name: t.last for name, t in timings.items()}
     ref = statistics.median(times[ref_name])
     rows = []
     for name in variants:
@@ -131,9 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         same = sum(a == b for a, b in zip(iters[name], iters[ref_name]))
         rows.append({"variant": name, "median_s": round(med, 3), "times_s": [round(v, 3) for v in times[name]],
                      "speedup_vs_reference": round(ref / med, 2), "total_iterations": sum(iters[name]),
-                     "iterations_equal_to_reference": f"{same}/{len(x)}"})
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, torch threads {torch.get_num_threads()}"
-    print(f"\n{len(x)} images, {args.model}, target {t}, {where}")
+                     "iterations_equal_to_reference": f"{same}/{n}"})
+    device = torch.device(args.device)
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else f"CPU, torch threads {timings[ref_name].torch_threads}")
+    print(f"\n{n} images, {args.model}, target {args.target}, {where}")
     print(f"{'variant':50s} {'median s':>9s} {'speed-up':>9s} {'steps':>6s} {'same it':>8s}")
     for row in rows:
         print(f"{row['variant']:50s} {row['median_s']:9.2f} {row['speedup_vs_reference']:8.2f}x "
@@ -152,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in summary.items():
         print(f"{k}: {v}" + ("x" if isinstance(v, float) else ""))
     write_json(Path(args.json), {
-        "benchmark": "fooling", "model": args.model, "num_images": len(x), "target": t,
-        "repeats": args.repeats, "torch_threads": torch.get_num_threads(), "device": str(device),
+        "benchmark": "fooling", "model": args.model, "num_images": n, "target": args.target,
+        "repeats": args.repeats, "torch_threads": timings[ref_name].torch_threads, "device": str(device),
+        "process_per_variant": True,
         "machine": where if device.type == "cuda" else platform.processor() or platform.machine(),
         "torch": torch.__version__, "rows": rows, "summary": summary, "command": sys.argv,
     })

@@ -46,7 +46,7 @@ def _serve(conn, loop: Loop) -> None:
     from vislab.allocator import retain_freed_memory
 
     if loop.vislab_allocator and not retain_freed_memory():
-        conn.send(None)  # the policy cannot be set here (no glibc): say so rather than time something else
+        conn.send(None)  # the policy is not in force here: say so rather than time something else
         return
     if loop.threads:
         torch.set_num_threads(loop.threads)
@@ -76,7 +76,8 @@ def time_loops(loops: dict[str, Loop], steps: int, repeats: int, warmup: int,
             servers[name] = (parent, proc)
             threads = parent.recv()
             if threads is None:
-                raise SystemExit(f"{name}: vislab's allocator policy needs glibc (Linux)")
+                raise SystemExit(f"{name}: vislab's allocator policy could not be set (it needs glibc, and "
+                                 "VISLAB_SYSTEM_MALLOC unset)")
             timings[name].torch_threads = threads
             parent.send(warmup)
             parent.recv()

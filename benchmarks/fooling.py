@@ -106,10 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     ref_name = "reference loop fp32 (course)"
     variants = {ref_name: Loop(build_variant, ("reference", None, False, args), vislab_allocator=False),
                 "reference loop, vislab's allocator policy": Loop(build_variant, ("reference", None, False, args))}
+    names: dict[tuple[str, str], str] = {}  # (network, batching) -> variant name
+    sizes = {"one_at_a_time": (1, "one image at a time"), f"batch_of_{n}": (n, f"batch of {n}"),
+             f"batches_of_{c}": (c, f"batches of {c}")}
     for kind, label, bf16 in (("fp32", "fp32", False), ("folded", "BN folded", False),
                               ("folded_cl", "folded+bf16+CL", True)):
-        for size, what in ((1, "one image at a time"), (n, f"batch of {n}"), (c, f"batches of {c}")):
-            variants[f"vislab fool, {what}, {label}"] = Loop(build_variant, (kind, size, bf16, args))
+        for batching, (size, what) in sizes.items():
+            names[label, batching] = f"vislab fool, {what}, {label}"
+            variants[names[label, batching]] = Loop(build_variant, (kind, size, bf16, args))
     timings = time_loops(variants, steps=1, repeats=args.repeats, warmup=0,
                          report=lambda m: print(m, file=sys.stderr, flush=True))
     times = {name: [1 / r for r in t.rates] for name, t in timings.items()}
@@ -132,12 +136,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['total_iterations']:6d} {row['iterations_equal_to_reference']:>8s}")
     by = {row["variant"]: row["median_s"] for row in rows}
     summary = {}
-    for kind in ("fp32", "BN folded", "folded+bf16+CL"):
-        one = by[f"vislab fool, one image at a time, {kind}"]
-        for label, size in ((f"batch_of_{n}", n), (f"batches_of_{c}", c)):
-            batched = by[f"vislab fool, {'batch of' if size == n else 'batches of'} {size}, {kind}"]
-            summary[f"{label}_{kind}_vs_reference_loop".replace(" ", "_")] = round(ref / batched, 2)
-            summary[f"{label}_{kind}_vs_one_at_a_time".replace(" ", "_")] = round(one / batched, 2)
+    for (kind, batching), name in names.items():
+        if batching != "one_at_a_time":
+            key = f"{batching}_{kind}".replace(" ", "_")
+            summary[f"{key}_vs_reference_loop"] = round(ref / by[name], 2)
+            summary[f"{key}_vs_one_at_a_time"] = round(by[names[kind, "one_at_a_time"]] / by[name], 2)
     best = min((v, k) for k, v in by.items() if k.startswith("vislab"))
     summary["best_vislab_vs_reference_loop"] = round(ref / best[0], 2)
     summary["best_vislab_variant"] = best[1]

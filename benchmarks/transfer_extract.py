@@ -11,8 +11,9 @@ activations, inference_mode, streaming to a fresh on-disk cache: the cache write
 Each side runs in its own spawned process (``isolated.py``), the vislab one with
 ``vislab.allocator.retain_freed_memory`` as in the ``vislab`` command, and the reference both
 without and with it. Each gets a warm-up batch, then ``--repeats`` timed passes, the processes
-taking turns (ref, ref, vislab, ref, ...); the table shows median images/s and the ratio. ``--accuracy`` also extracts the whole
-train and test splits with vislab in fp32 and in bf16 and compares LinearSVC(C=1) test accuracy.
+taking turns (ref, ref, vislab, ref, ...); the table shows median images/s and the ratio.
+``--accuracy`` also extracts the whole train and test splits with vislab in fp32 and in bf16 and
+compares LinearSVC(C=1) test accuracy.
 
     flock /tmp/vislab-cpu.lock .venv/bin/python benchmarks/transfer_extract.py DATA_DIR \\
         --model vgg16 --no-weights --limit 200 [--bf16-weights]

@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .layout import flatten_keep_layout
+from .layout import flatten_keep_layout, is_channels_last
 
 NUM_CLASSES = 10
 
@@ -54,8 +54,7 @@ class _ProjectT(nn.ConvTranspose2d):
         out = x.reshape(n, self.in_channels) @ self.weight.reshape(self.in_channels, -1).to(x.dtype)
         out = out.reshape(n, self.out_channels, *k)
         # the layers after it take the network's layout: mixing layouts makes their kernels slow
-        channels_last = self.weight.is_contiguous(memory_format=torch.channels_last) and not self.weight.is_contiguous()
-        return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+        return out.contiguous(memory_format=torch.channels_last) if is_channels_last(self.weight) else out
 
 
 class _HeadConv(nn.Conv2d):

@@ -7,11 +7,17 @@ import torch
 from torch import nn
 
 
+def is_channels_last(t: torch.Tensor) -> bool:
+    """Whether a 4-D tensor is laid out channels-last (and not also plainly contiguous, as a tensor
+    with one channel or a 1x1 map is)."""
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
 class _FlattenKeepLayout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         ctx.shape = x.shape
-        ctx.channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        ctx.channels_last = is_channels_last(x)
         return x.reshape(len(x), -1)
 
     @staticmethod

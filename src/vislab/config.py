@@ -23,10 +23,17 @@ C = TypeVar("C")
 
 
 def option(default: Any, help: str, *, short: str | None = None, cli: bool = True,
-           consts: dict[str, Any] | None = None) -> Any:
+           consts: dict[str, Any] | None = None, min: float | None = None, max: float | None = None,
+           min_exclusive: bool = False, resume_safe: bool = False) -> Any:
     """A dataclass field with help text, an optional short flag such as ``-k``, and optional
-    flags that set a constant (``consts={"--no-weights": "none"}``)."""
-    meta = {"help": help, "short": short, "cli": cli, "consts": consts or {}}
+    flags that set a constant (``consts={"--no-weights": "none"}``).
+
+    ``min`` / ``max`` bound a numeric option (``min_exclusive``: strictly above ``min``); every
+    float option must be finite. ``resume_safe``: the option may change between a run and its
+    ``--resume`` (output, device, evaluation batch size...); all others must stay the same.
+    """
+    meta = {"help": help, "short": short, "cli": cli, "consts": consts or {}, "min": min, "max": max,
+            "min_exclusive": min_exclusive, "resume_safe": resume_safe}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)

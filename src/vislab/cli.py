@@ -12,6 +12,7 @@ import sys
 from . import __version__
 from .allocator import retain_freed_memory
 from .errors import UserError
+from .training import Paused
 
 # Modules that define subcommands, in the order --help lists them.
 COMMAND_MODULES = (
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"vislab {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except Paused as e:  # a time / step limit was reached on purpose; the checkpoint is kept
+        print(f"vislab {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print(f"vislab {args.command}: interrupted", file=sys.stderr)
         return 130

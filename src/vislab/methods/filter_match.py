@@ -10,8 +10,8 @@ Idea:
       ``sobel_x`` (vertical edges), ``sobel_y`` (horizontal edges), ``diagonal_45``,
       ``diagonal_135`` (the two diagonal Sobel kernels) and ``gradient_magnitude``
       sqrt(sobel_x^2 + sobel_y^2);
-    - colour opponency: ``red_green`` = R - G, ``blue_yellow`` = B - (R + G) / 2, and
-      ``luminance`` Y itself.
+    - colour opponency: ``red_green`` = R - G, ``blue_yellow`` = B - (R + G) / 2;
+    - brightness: ``luminance`` Y itself (a map that only follows brightness).
 
     The references are computed at the image's resolution (reflect padding, so borders do not
     invent edges) and resized to the maps' size (antialiased bilinear: a stride-2 first layer sees
@@ -25,7 +25,8 @@ Arguments:
 Returns:
     :class:`FilterMatch`: ``correlations`` (C, R) Pearson r against the R references named in
     ``references``; ``best`` (C,) index of the best reference per map, ``best_r`` (C,) its signed
-    r; ``rows()`` one dict per map for a table; ``kinds(threshold)`` "edge" / "colour" / "other".
+    r; ``rows()`` one dict per map for a table; ``kinds(threshold)`` "edge" / "colour" /
+    "luminance" / "other".
 
 Example:
     >>> tap = LayerTap(model, [backbone.first_conv_path()], root=backbone.net)
@@ -41,8 +42,8 @@ import torch
 import torch.nn.functional as F
 
 EDGE_REFERENCES = ("sobel_x", "sobel_y", "diagonal_45", "diagonal_135", "gradient_magnitude")
-COLOUR_REFERENCES = ("red_green", "blue_yellow", "luminance")
-REFERENCES = EDGE_REFERENCES + COLOUR_REFERENCES
+COLOUR_REFERENCES = ("red_green", "blue_yellow")
+REFERENCES = EDGE_REFERENCES + COLOUR_REFERENCES + ("luminance",)
 LUMA = (0.299, 0.587, 0.114)
 
 _SOBEL = {
@@ -88,8 +89,12 @@ class FilterMatch:
         return self.correlations.gather(1, self.best[:, None]).squeeze(1)
 
     def kinds(self, threshold: float = 0.5) -> list[str]:
-        """Per map "edge" or "colour" (its best reference's family) when |r| >= threshold, else "other"."""
-        return ["other" if abs(r) < threshold else "edge" if self.references[b] in EDGE_REFERENCES else "colour"
+        """Per map, when its best |r| >= threshold, the family of its best reference: "edge",
+        "colour" (opponent) or "luminance" (brightness, no structure); else "other"."""
+        def family(name: str) -> str:
+            return "edge" if name in EDGE_REFERENCES else "colour" if name in COLOUR_REFERENCES else "luminance"
+
+        return ["other" if abs(r) < threshold else family(self.references[b])
                 for b, r in zip(self.best.tolist(), self.best_r.tolist())]
 
     def rows(self) -> list[dict]:

@@ -171,18 +171,21 @@ def weight_layers(model: nn.Module) -> list[str]:
 
 def randomized_copy(model: nn.Module, *, top_layers: int | None = None, seed: int = 0) -> nn.Module:
     """A copy of ``model`` whose top ``top_layers`` weight layers (all with None) are re-initialised
-    with PyTorch's default init (``reset_parameters``) from ``seed``; ``model`` is untouched and the
-    global RNG is left as it was. Cascading randomisation: ``top_layers`` = 1, 2, ..., len(weight_layers)."""
+    with PyTorch's default init (``reset_parameters``) from ``seed`` (drawn on the CPU, then moved to
+    the model's device); ``model`` is untouched and the global RNGs are left as they were.
+    Cascading randomisation: ``top_layers`` = 1, 2, ..., ``len(weight_layers(model))``."""
     names = weight_layers(model)
     if top_layers is not None and not 0 <= top_layers <= len(names):
         raise ValueError(f"top_layers={top_layers}: the model has {len(names)} weight layers")
     chosen = names if top_layers is None else names[len(names) - top_layers:]
-    randomized = copy.deepcopy(model)
-    with torch.random.fork_rng(devices=[]):
+    device = next(model.parameters(), torch.empty(0)).device
+    # drawn on the CPU: the same random weights whatever device the model lives on
+    randomized = copy.deepcopy(model).cpu()
+    with torch.random.fork_rng():  # manual_seed also seeds CUDA's generators: restore those too
         torch.manual_seed(seed)
         for name in chosen:
             randomized.get_submodule(name).reset_parameters()
-    return randomized
+    return randomized.to(device)
 
 
 def rank_correlation(maps_a: torch.Tensor, maps_b: torch.Tensor) -> np.ndarray:

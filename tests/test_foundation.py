@@ -252,59 +252,6 @@ def test_imagenet_class_names_offline():
     assert (names[6], names[76], names[113], names[967]) == ("stingray", "tarantula", "snail", "espresso")
 
 
-# --- downloads and archives ------------------------------------------------------------------
-
-def test_safe_extract_refuses_members_outside_the_destination(tmp_path):
-    import io
-    import tarfile
-    import zipfile
-
-    from vislab.data.download import safe_extract
-    from vislab.errors import UserError
-
-    good = tmp_path / "good.zip"
-    with zipfile.ZipFile(good, "w") as zf:
-        zf.writestr("data/train/a.txt", "hello")
-    out = safe_extract(good, tmp_path / "out")
-    assert (out / "data" / "train" / "a.txt").read_text() == "hello"
-
-    evil = tmp_path / "evil.zip"
-    with zipfile.ZipFile(evil, "w") as zf:
-        zf.writestr("../escaped.txt", "boom")
-    with pytest.raises(UserError, match="outside"):
-        safe_extract(evil, tmp_path / "out2")
-    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "out2").exists()
-
-    link = tmp_path / "link.tar"
-    with tarfile.open(link, "w") as tf:
-        info = tarfile.TarInfo("pics/passwd")
-        info.type, info.linkname = tarfile.SYMTYPE, "../../../etc/passwd"
-        tf.addfile(info)
-        data = b"x"
-        info = tarfile.TarInfo("pics/ok.txt")
-        info.size = len(data)
-        tf.addfile(info, io.BytesIO(data))
-    with pytest.raises(UserError, match="outside"):
-        safe_extract(link, tmp_path / "out3")
-    assert not (tmp_path / "out3").exists()
-
-
-def test_download_checks_sha256_and_keeps_nothing_on_mismatch(tmp_path):
-    import hashlib
-
-    from vislab.data.download import download
-    from vislab.errors import UserError
-
-    src = tmp_path / "src.bin"
-    src.write_bytes(b"payload")
-    good = hashlib.sha256(b"payload").hexdigest()
-    got = download(src.as_uri(), tmp_path / "dl" / "a.bin", sha256=good)
-    assert got.read_bytes() == b"payload"
-    with pytest.raises(UserError, match="does not match"):
-        download(src.as_uri(), tmp_path / "dl" / "b.bin", sha256="0" * 64)
-    assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == ["a.bin"]
-
-
 _ALLOCATION_PROBE = """
 import resource, sys, torch
 from vislab.allocator import retain_freed_memory

@@ -3,11 +3,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
+import re
+import secrets
 import shutil
+import stat
 import tarfile
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
+from typing import Callable
 
 from ..errors import UserError
 from ..io import atomic_path
@@ -67,42 +73,101 @@ def download(url: str, dest: str | Path, sha256: str | None = None) -> Path:
     return dest
 
 
-def safe_extract(archive: str | Path, dest: str | Path) -> Path:
-    """Extract a zip or tar archive into ``dest``, refusing members that would land outside it
-    (absolute paths, ``..``, links pointing out). Extracts into a temporary folder, then renames."""
+# tarfile's extraction filters came in these releases (PEP 706); older ones cannot extract safely.
+_DATA_FILTER_VERSIONS = "3.10.12, 3.11.4, 3.12 or newer"
+
+
+def safe_extract(archive: str | Path, dest: str | Path, *, accept: Callable[[Path], Path],
+                 include: Callable[[str], bool] | None = None, delete_bad_archive: bool = False) -> Path:
+    """Extract the zip or tar ``archive`` and put the part ``accept`` approves at ``dest``.
+
+    Only members whose name passes ``include`` (all by default) are extracted, into a fresh folder
+    next to ``dest``. Each must be a regular file or a folder with a relative name free of ``..``:
+    links, devices and fifos are refused, whatever they point at, before anything is written (the
+    datasets are trees of plain files, so a link can only mean a doctored archive, and judging
+    where a link leads is how chains of links and hard links got through before). Tar members then
+    go through the standard library's ``data`` extraction filter as well. ``accept``
+    receives the extracted folder, checks its content (raising :class:`UserError`) and returns the
+    folder inside it to keep; only that is moved to ``dest`` (replacing what was there). On any
+    error nothing is left behind and ``dest`` is untouched; with ``delete_bad_archive`` the archive
+    is deleted too, so that a retry downloads it again.
+    """
     archive, dest = Path(archive), Path(dest)
-    tmp = dest.with_name(dest.name + ".extracting")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    root = tmp.resolve()
-
-    def check(name: str) -> None:
-        target = (root / name).resolve()
-        if name.startswith(("/", "\\")) or not target.is_relative_to(root):
-            raise UserError(f"{archive}: member {name!r} would be written outside {dest}; refusing to extract")
-
+    is_zip = zipfile.is_zipfile(archive)
+    if not is_zip and tarfile.is_tarfile(archive) and not hasattr(tarfile, "data_filter"):
+        raise UserError(f"cannot extract {archive} safely with Python {platform.python_version()}: its tarfile "
+                        f"lacks the 'data' extraction filter; use Python {_DATA_FILTER_VERSIONS}")
+    tmp = None
     try:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as zf:
-                for name in zf.namelist():
-                    check(name)
-                zf.extractall(tmp)
-        elif tarfile.is_tarfile(archive):
-            with tarfile.open(archive) as tf:
-                members = tf.getmembers()
-                for m in members:
-                    check(m.name)
-                    if m.issym() or m.islnk():
-                        check(os.path.join(os.path.dirname(m.name), m.linkname))
-                    if m.isdev():
-                        raise UserError(f"{archive}: member {m.name!r} is a device file; refusing to extract")
-                tf.extractall(tmp, members=members)
-        else:
-            raise UserError(f"{archive} is neither a zip nor a tar archive")
-        replace_dir(tmp, dest)
+        try:
+            if is_zip:
+                with zipfile.ZipFile(archive) as zf:
+                    members = _checked_zip_members(archive, zf, include)
+                    tmp = _fresh_folder_beside(dest)
+                    zf.extractall(tmp, members=members)
+            elif tarfile.is_tarfile(archive):
+                with tarfile.open(archive) as tf:
+                    members = _checked_tar_members(archive, tf, include)
+                    tmp = _fresh_folder_beside(dest)
+                    tf.extractall(tmp, members=members, filter="data")
+            else:
+                raise UserError(f"{archive} is neither a zip nor a tar archive")
+        except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as e:
+            raise UserError(f"cannot extract {archive} ({e})") from e
+        replace_dir(accept(tmp), dest)
+    except UserError as e:
+        if not delete_bad_archive:
+            raise
+        archive.unlink(missing_ok=True)
+        raise UserError(f"{e}; {archive} was deleted: retry to download it again") from e
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def _fresh_folder_beside(dest: Path) -> Path:
+    """A new, empty folder next to ``dest`` (same filesystem, so the final move is a rename)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.{secrets.token_hex(6)}.extracting"
+    tmp.mkdir()  # fails rather than reuse anything: nothing in it a member could be written through
+    return tmp
+
+
+def _refuse(archive: Path, name: str, why: str) -> UserError:
+    return UserError(f"{archive}: member {name!r} {why}; refusing to extract any of it")
+
+
+def _check_name(archive: Path, name: str) -> None:
+    # Zip names may use either slash and a drive letter, whatever system extracts them.
+    parts = re.split(r"[/\\]", name)
+    if not name or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        raise _refuse(archive, name, "has an absolute path")
+    if ".." in parts:
+        raise _refuse(archive, name, "has a '..' component that would lead outside the destination")
+
+
+def _checked_tar_members(archive: Path, tf: tarfile.TarFile, include: Callable[[str], bool] | None):
+    members = [m for m in tf.getmembers() if include is None or include(m.name)]
+    for m in members:
+        _check_name(archive, m.name)
+        if not (m.isreg() or m.isdir()):
+            kind = ("a symbolic link" if m.issym() else "a hard link" if m.islnk()
+                    else "a device or fifo" if m.isdev() else f"of tar type {m.type!r}")
+            raise _refuse(archive, m.name, f"is {kind}, not a plain file or folder")
+    return members
+
+
+def _checked_zip_members(archive: Path, zf: zipfile.ZipFile, include: Callable[[str], bool] | None):
+    members = [i for i in zf.infolist() if include is None or include(i.filename)]
+    for info in members:
+        _check_name(archive, info.filename)
+        # Unix zips keep the file type in the high 16 bits; 0 means none was recorded (plain).
+        kind = stat.S_IFMT(info.external_attr >> 16)
+        if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+            what = "a symbolic link" if kind == stat.S_IFLNK else "a device, fifo or socket"
+            raise _refuse(archive, info.filename, f"is {what}, not a plain file or folder")
+    return members
 
 
 def replace_dir(src: Path, dest: Path) -> Path:

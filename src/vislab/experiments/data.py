@@ -7,9 +7,10 @@ from ..errors import UserError
 
 # name -> (function "module:attr" taking dest, one-line description)
 DATASETS = {
-    "mnist": ("vislab.data.mnist:fetch_mnist", "MNIST (torchvision download, MD5-checked)"),
-    "15scene": ("vislab.data.scenes:fetch_15scene", "15-Scene, the course archive (content-checked)"),
-    "bsds500": ("vislab.data.mnistm:fetch_bsds500", "BSDS500 training photos, backgrounds of MNIST-M"),
+    "mnist": ("vislab.data.mnist:fetch_mnist", "MNIST (each file SHA-256-checked)"),
+    "15scene": ("vislab.data.scenes:fetch_15scene", "15-Scene, the course archive (images content-checked)"),
+    "bsds500": ("vislab.data.mnistm:fetch_bsds500",
+                "BSDS500 training photos, backgrounds of MNIST-M (content-checked)"),
 }
 
 

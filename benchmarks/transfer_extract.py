@@ -4,7 +4,7 @@ Reference loop (what a course notebook does): torchvision ``ImageFolder`` + PIL 
 (resize to 224x224, ToTensor, Normalize), ``DataLoader(batch_size=8, num_workers=2)``, the fp32
 network under ``torch.no_grad``, ``.numpy()`` per batch, features kept in a list.
 
-vislab: :func:`vislab.methods.features.extract_features` (bf16 autocast -- or bf16 weights with
+vislab: :func:`vislab.feature_cache.extract_features` (bf16 autocast -- or bf16 weights with
 ``--bf16-weights``, the faster choice for VGG16 -- channels_last, folded BatchNorm, in-place
 activations, inference_mode, streaming to a fresh on-disk cache: the cache write is timed).
 
@@ -68,7 +68,7 @@ def run_reference(data: Path, indices: list[int], backbone, layer: str, batch_si
 
 
 def run_vislab(images, extractor, batch_size: int, workers: int) -> tuple[np.ndarray, float]:
-    from vislab.methods.features import extract_features
+    from vislab.feature_cache import extract_features
 
     with tempfile.TemporaryDirectory() as cache:  # a fresh cache: every image goes through the network
         t0 = time.perf_counter()
@@ -81,7 +81,8 @@ def run_vislab(images, extractor, batch_size: int, workers: int) -> tuple[np.nda
 def svm_accuracy(data: Path, backbone, layer: str, precision: str, cache: str, batch_size: int, workers: int,
                  bf16_weights: bool = False) -> float:
     from vislab.data.scenes import load_image_folder
-    from vislab.methods.features import FeatureExtractor, extract_features
+    from vislab.feature_cache import extract_features
+    from vislab.methods.features import FeatureExtractor
     from vislab.methods.linear import accuracy, fit_svm
 
     extractor = FeatureExtractor(backbone, [layer], precision=precision, bf16_weights=bf16_weights)

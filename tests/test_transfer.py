@@ -15,9 +15,12 @@ import torch
 from PIL import Image
 from torch import nn
 
+from vislab import feature_cache as FC
 from vislab.cli import main
 from vislab.data import scenes
 from vislab.data.download import tree_digest
+from vislab.data.image_files import ImageFiles
+from vislab.data.images import load_image
 from vislab.errors import UserError
 from vislab.methods import features as F
 from vislab.methods import linear
@@ -116,6 +119,31 @@ def test_digest_tracks_content_names_and_labels(folder):
     img.write_bytes(img.read_bytes() + b"\0")  # same name, other bytes
     assert scenes.list_split(folder, "train").digest() != d0
     assert train.subset([0, 1]).digest() != d0
+
+
+def test_digest_hashes_each_file_once_until_the_list_changes(folder, monkeypatch):
+    hashed = []
+    real = scenes.sha256_file
+    monkeypatch.setattr(scenes, "sha256_file", lambda path: hashed.append(path) or real(path))
+    train = scenes.list_split(folder, "train")
+    d0 = train.digest()
+    assert train.digest() == d0 and len(hashed) == 12  # the second call reads nothing
+    train.labels[0] = 2  # relabelled in place: the listing changed, so the digest is computed again
+    d1 = train.digest()
+    assert d1 != d0 and len(hashed) == 24
+    train.paths.pop()
+    assert train.digest() not in (d0, d1) and len(hashed) == 35
+
+
+def test_greyscale_decoded_on_one_channel_equals_rgb_decoding(folder):
+    grey = folder / "train" / "beach" / "img0.jpg"
+    assert Image.open(grey).mode == "L"
+    tf = tiny_backbone().preprocess.pixel_transform("squash")
+    x, ok, label = ImageFiles([grey], tf, [7])[0]
+    assert ok and label == 7 and x.shape == (3, 32, 32)
+    assert torch.equal(x, tf(load_image(grey)))  # resize-then-repeat == repeat-then-resize, bit for bit
+    (folder / "bad.png").write_bytes(b"")
+    assert ImageFiles([folder / "bad.png"], tf)[0][:2] == (None, False)
 
 
 # --- fetch -----------------------------------------------------------------------------------
@@ -229,7 +257,8 @@ def test_vgg16_relu7_plumbing_random_weights():
 
     torch.manual_seed(0)
     bb = build_backbone("vgg16", "none")
-    ex = F.FeatureExtractor(bb, [bb.default_layer], precision="bf16")
+    # fp32, no in-place check (tested on the tiny net): bf16 is emulated on most CPUs, and the check runs VGG16 thrice
+    ex = F.FeatureExtractor(bb, [bb.default_layer], precision="fp32", inplace=False)
     out = ex(torch.rand(2, 3, 224, 224))["relu7"]
     assert bb.default_layer == "relu7" and out.shape == (2, 4096) and (out >= 0).all()
     assert ex.folded_bn == 0
@@ -240,7 +269,7 @@ def test_vgg16_relu7_plumbing_random_weights():
 def _extract(images, bb, tmp_path, layers=("pooled",), **kw):
     opts = {"precision": "fp32", **{k: kw.pop(k) for k in ("precision", "pool") if k in kw}}
     ex = F.FeatureExtractor(bb, list(layers), **opts)
-    return F.extract_features(images, ex, cache_root=tmp_path / "fc", batch_size=kw.pop("batch_size", 4), **kw)
+    return FC.extract_features(images, ex, cache_root=tmp_path / "fc", batch_size=kw.pop("batch_size", 4), **kw)
 
 
 def test_cache_hit_and_miss(folder, tmp_path):
@@ -281,7 +310,7 @@ def test_cache_invalidated_by_every_key(folder, tmp_path, change):
 
 
 def test_interrupted_extraction_resumes(folder, tmp_path, monkeypatch):
-    monkeypatch.setattr(F, "CHUNK_IMAGES", 4)
+    monkeypatch.setattr(FC, "CHUNK_IMAGES", 4)
     train = scenes.list_split(folder, "train")
     full, _ = _extract(train, tiny_backbone(), tmp_path / "ref", batch_size=2)
     calls = {"n": 0}
@@ -298,12 +327,51 @@ def test_interrupted_extraction_resumes(folder, tmp_path, monkeypatch):
         _extract(train, tiny_backbone(), tmp_path, batch_size=2)
     entry = next((tmp_path / "fc").iterdir())
     assert sorted(p.name for p in entry.glob("part-*")) == ["part-00000.npz"]
-    assert not (entry / "done.json").exists()
+    assert list(json.loads((entry / "index.json").read_text())["parts"]) == ["0"]
     calls["n"] = -100
     sets, stats = _extract(train, tiny_backbone(), tmp_path, batch_size=2)
     assert stats.images == 8 and calls["n"] == -100 + 4  # only images 4..11 went through the network
-    np.testing.assert_allclose(sets["pooled"].features, full["pooled"].features, rtol=1e-5, atol=1e-6)
-    assert not list(entry.glob("part-*"))  # merged into features.npy
+    assert not stats.cache_hit and not sets["pooled"].cache_hit
+    np.testing.assert_array_equal(sets["pooled"].features, full["pooled"].features)  # same batches as a clean run
+    assert sorted(p.name for p in entry.glob("part-*")) == ["part-00000.npz", "part-00001.npz", "part-00002.npz"]
+
+
+def _zero_features(part: Path, rows: np.ndarray) -> None:
+    """Overwrite a chunk's feature values with zeros, keeping its size (what the old cache served silently)."""
+    data = part.read_bytes()
+    at = data.index(rows.tobytes())
+    part.write_bytes(data[:at] + bytes(rows.nbytes) + data[at + rows.nbytes:])
+
+
+@pytest.mark.parametrize("damage", ["zeroed", "truncated", "deleted", "index"])
+def test_damaged_cache_is_detected_and_extracted_again(folder, tmp_path, monkeypatch, capsys, damage):
+    monkeypatch.setattr(FC, "CHUNK_IMAGES", 4)
+    train = scenes.list_split(folder, "train")
+    clean, _ = _extract(train, tiny_backbone(), tmp_path, layers=("pooled", "conv1"), batch_size=2)
+    entry = tmp_path / "fc" / clean["pooled"].key
+    part = entry / "part-00001.npz"
+    if damage == "zeroed":
+        _zero_features(part, np.asarray(clean["pooled"].features[4:8]))
+    elif damage == "truncated":
+        part.write_bytes(part.read_bytes()[:200])
+    elif damage == "deleted":
+        part.unlink()
+    else:
+        (entry / "index.json").write_text('{"key": "')
+    capsys.readouterr()
+    sets, stats = _extract(train, tiny_backbone(), tmp_path, layers=("pooled", "conv1"), batch_size=2)
+    err = capsys.readouterr().err
+    want = {"zeroed": "part-00001.npz: contents differ from their recorded SHA-256", "truncated": "(truncated)",
+            "deleted": "part-00001.npz: missing", "index": "index.json: unreadable"}[damage]
+    assert want in err and "extracting" in err
+    assert not stats.cache_hit and stats.images == (12 if damage == "index" else 4)  # only what was lost
+    assert not sets["pooled"].cache_hit and sets["conv1"].cache_hit  # the other layer's entry was sound
+    for layer in ("pooled", "conv1"):
+        np.testing.assert_array_equal(sets[layer].features, clean[layer].features)
+        np.testing.assert_array_equal(sets[layer].valid, clean[layer].valid)
+    again, stats = _extract(train, tiny_backbone(), tmp_path, layers=("pooled", "conv1"), batch_size=2)
+    assert stats.cache_hit and stats.images == 0 and capsys.readouterr().err == ""
+    np.testing.assert_array_equal(again["pooled"].features, clean["pooled"].features)
 
 
 # --- classifiers -----------------------------------------------------------------------------
@@ -358,7 +426,7 @@ def _run(args: list[str]) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
-def test_transfer_command_end_to_end(folder, tmp_path, use_tiny):
+def test_transfer_command_end_to_end(folder, tmp_path, use_tiny, capsys):
     base = ["--data", str(folder), "--cache", str(tmp_path / "fc"), "--model", "efficientnet_lite0"]
     m = _run(base + ["--out", str(tmp_path / "r1")])
     assert isinstance(m["test_accuracy"], float) and m["cache_hit"] is False and m["extracted_images"] == 21
@@ -366,6 +434,14 @@ def test_transfer_command_end_to_end(folder, tmp_path, use_tiny):
     assert (tmp_path / "r1" / "confusion_efficientnet_lite0_pooled_squash.png").is_file()
     m2 = _run(base + ["--out", str(tmp_path / "r2")])
     assert m2["cache_hit"] is True and m2["extracted_images"] == 0 and m2["test_accuracy"] == m["test_accuracy"]
+    (test_entry,) = [d for d in (tmp_path / "fc").iterdir() if json.loads((d / "index.json").read_text())["n"] == 9]
+    with np.load(test_entry / "part-00000.npz") as part:
+        _zero_features(test_entry / "part-00000.npz", part["features"])
+    capsys.readouterr()
+    m2b = _run(base + ["--out", str(tmp_path / "r2b")])  # the zeroed features are not served
+    assert "differ from their recorded SHA-256" in capsys.readouterr().err
+    assert m2b["cache_hit"] is False and m2b["extracted_images"] == 9 and m2b["test_accuracy"] == m["test_accuracy"]
+    assert _run(base + ["--out", str(tmp_path / "r2c")])["cache_hit"] is True
     m3 = _run(base + ["--out", str(tmp_path / "r3"), "--layers", "pooled", "relu1", "--c-grid", "0.1", "1", "10",
                       "--cv-folds", "2", "--pca", "4", "--head", "svm", "linear", "--head-epochs", "3"])
     heads = [(v["layer"], v["head"]) for v in m3["variants"]]

@@ -40,12 +40,16 @@ def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255))
     return img.convert("RGB")
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Open ``path`` and return an RGB image; raise :class:`ImageReadError` naming the file."""
+def load_image(path: str | Path, keep_grayscale: bool = False) -> Image.Image:
+    """Open ``path`` and return an RGB image (8-bit greyscale stays "L" with ``keep_grayscale``: a
+    caller that resizes can repeat the channel afterwards, at a third of the cost); raise
+    :class:`ImageReadError` naming the file."""
     path = Path(path)
     try:
         with Image.open(path) as img:
             img.load()
+            if keep_grayscale and img.mode == "L":
+                return ImageOps.exif_transpose(img)
             return to_rgb(img)
     except FileNotFoundError as e:
         raise ImageReadError(f"{path}: no such file") from e

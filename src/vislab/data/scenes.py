@@ -2,7 +2,7 @@
 ``test/<class>/`` image folder.
 
 The listing keeps paths and labels only (no pixels in memory): images are decoded batch by batch
-by the feature extractor, which is also where unreadable files are found and reported.
+(:mod:`vislab.data.image_files`), which is also where unreadable files are found and reported.
 """
 from __future__ import annotations
 
@@ -93,6 +93,7 @@ class ImageList:
     paths: list[Path]
     labels: np.ndarray  # int64 (N,), index into classes
     classes: list[str]
+    _digest: tuple[tuple, str] | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -101,12 +102,17 @@ class ImageList:
         """Content key of the split: relative path, class and SHA-256 of every file, in order.
 
         Any added, removed, renamed, relabelled or edited image changes it (a feature cache keyed
-        by it can never serve features of other images)."""
-        h = hashlib.sha256(f"{self.split}\0{','.join(self.classes)}\n".encode())
-        for path, label in zip(self.paths, self.labels.tolist()):
-            rel = path.relative_to(self.root).as_posix()
-            h.update(f"{rel}\0{label}\0{sha256_file(path)}\n".encode())
-        return h.hexdigest()
+        by it can never serve features of other images). Hashing reads every file, so the result
+        is kept until the list itself (split, classes, paths, labels) changes; an edit to a file's
+        bytes after the first call is seen by a new listing, not by this object."""
+        listing = (self.root, self.split, tuple(self.classes), tuple(self.paths), self.labels.tobytes())
+        if self._digest is None or self._digest[0] != listing:
+            h = hashlib.sha256(f"{self.split}\0{','.join(self.classes)}\n".encode())
+            for path, label in zip(self.paths, self.labels.tolist()):
+                rel = path.relative_to(self.root).as_posix()
+                h.update(f"{rel}\0{label}\0{sha256_file(path)}\n".encode())
+            self._digest = listing, h.hexdigest()
+        return self._digest[1]
 
     def subset(self, indices) -> "ImageList":
         idx = list(indices)

@@ -14,17 +14,21 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 
 from ..config import RunConfig, add_command, option
 from ..data.download import cache_dir
+from ..data.image_files import bad_image_error, image_loader
 from ..data.scenes import ImageList, load_image_folder
 from ..errors import UserError
+from ..feature_cache import extract_features
 from ..io import torch_load, torch_save
 from ..methods import linear
-from ..methods.features import FeatureExtractor, bad_image_error, extract_features, image_loader
+from ..methods.features import FeatureExtractor
 from ..models.backbones import BackboneOptions, build_backbone
+from ..precision import resolve_precision
+from ..reporting import tables
+from ..reporting.figures import transfer as figures
 from ..runs import Run
 
 
@@ -46,24 +50,28 @@ class TransferConfig(BackboneOptions, RunConfig):
     head: list[Literal["svm", "linear", "finetune"]] = option(
         ["svm"], "classifiers: svm (LinearSVC on features), linear (new Linear layer trained on cached "
                  "features, backbone frozen), finetune (backbone + new layer trained end to end); several allowed")
-    c: float = option(1.0, "LinearSVC regularisation C (test_accuracy is reported for this C)")
+    c: float = option(1.0, "LinearSVC regularisation C (test_accuracy is reported for this C)", min=0, min_exclusive=True)
     c_grid: list[float] = option([], "C values to sweep: C chosen by cross-validation on the training set "
-                                     "only, test accuracy reported for every C (e.g. --c-grid 0.01 0.1 1 10 100)")
-    cv_folds: int = option(5, "cross-validation folds of the C sweep (stratified, shuffled with --seed)")
-    pca: list[int] = option([], "PCA dimensions to try before the SVM (fit on train), e.g. --pca 64 256")
-    head_epochs: int = option(100, "epochs of the linear head on cached features")
-    head_lr: float = option(0.01, "Adam learning rate of the linear head")
-    head_weight_decay: float = option(1e-4, "weight decay of the linear head")
-    finetune_epochs: int = option(3, "epochs of end-to-end fine-tuning")
-    finetune_lr: float = option(0.01, "SGD learning rate of the new layer when fine-tuning")
-    backbone_lr_mult: float = option(0.1, "backbone learning rate = finetune-lr x this when fine-tuning")
-    finetune_batch_size: int = option(16, "images per fine-tuning step")
+                                     "only, test accuracy reported for every C (e.g. --c-grid 0.01 0.1 1 10 100)",
+                                 min=0, min_exclusive=True)
+    cv_folds: int = option(5, "cross-validation folds of the C sweep (stratified, shuffled with --seed)", min=2)
+    pca: list[int] = option([], "PCA dimensions to try before the SVM (fit on train), e.g. --pca 64 256", min=1)
+    head_epochs: int = option(100, "epochs of the linear head on cached features", min=1)
+    head_lr: float = option(0.01, "Adam learning rate of the linear head", min=0, min_exclusive=True)
+    head_weight_decay: float = option(1e-4, "weight decay of the linear head", min=0)
+    finetune_epochs: int = option(3, "epochs of end-to-end fine-tuning", min=1)
+    finetune_lr: float = option(0.01, "SGD learning rate of the new layer when fine-tuning", min=0, min_exclusive=True)
+    backbone_lr_mult: float = option(0.1, "backbone learning rate = finetune-lr x this when fine-tuning "
+                                          "(0 freezes the backbone)", min=0)
+    finetune_batch_size: int = option(16, "images per fine-tuning step", min=1)
     precision: Literal["auto", "bf16", "fp32"] = option(
         "auto", "inference precision: bf16 autocast (fast on CPUs with AMX/AVX512-BF16 and on GPUs), fp32, "
                 "or auto (bf16 where the hardware has it)")
-    batch_size: int = option(16, "images per forward pass during extraction (16 was fastest on a 2-core AMX CPU)")
+    batch_size: int = option(16, "images per forward pass during extraction and evaluation (16 was fastest on a "
+                                 "2-core AMX CPU)", min=1, resume_safe=True)
     workers: int = option(0, "image-decoding worker processes; 0 decodes in the main process, fastest on 2 cores "
-                             "where workers compete with the network's threads; raise it on larger machines")
+                             "where workers compete with the network's threads; raise it on larger machines",
+                          min=0, resume_safe=True)
     channels_last: bool = option(True, "run convolutions on channels_last tensors (faster with oneDNN/cuDNN)")
     bf16_weights: bool = option(False, "with bf16: keep the weights in bf16 instead of autocasting them on every "
                                        "batch (faster for VGG's large fully-connected layers)")
@@ -71,9 +79,14 @@ class TransferConfig(BackboneOptions, RunConfig):
                                  "features up to rounding)")
     skip_bad: bool = option(False, "leave unreadable images out (counted in metrics.json) instead of failing")
     cache: str | None = option(None, "feature cache folder (default: <vislab cache>/features); "
-                                     "keyed by image content, backbone, weights, layer and preprocessing")
+                                     "keyed by image content, backbone, weights, layer and preprocessing; "
+                                     "checked on every load", resume_safe=True)
     resume: bool = option(False, "continue an interrupted fine-tuning from its checkpoint "
-                                 "(feature extraction always resumes from its cache)")
+                                 "(feature extraction always resumes from its cache)", resume_safe=True)
+
+
+TABLE_COLUMNS = {"model": "model", "layer": "layer", "resize": "resize", "dim": "dim", "head": "classifier",
+                 "C": "C", "test_accuracy": "test acc"}
 
 
 def register(subparsers) -> None:
@@ -129,11 +142,13 @@ def transfer(cfg: TransferConfig) -> int:
         first = rows[0]
         m["test_accuracy"] = first["test_accuracy"]
         m["best_variant"] = max(rows, key=lambda r: r["test_accuracy"])
-        table = _format_table(rows)
+        table = tables.markdown_table(rows, TABLE_COLUMNS, {"C": "g", "test_accuracy": ".4f"})
         print(table)
         run.path("variants.txt").write_text(table + "\n")
         if len(rows) > 1:
-            _draw_comparison(run, rows)
+            figures.variant_comparison(run.path("comparison.png"),
+                                       [f"{r['model']}/{r['layer']}/{r['resize']}\n{r['head']}" for r in rows],
+                                       [r["test_accuracy"] for r in rows])
     return 0
 
 
@@ -163,8 +178,7 @@ def _extract_all(cfg: TransferConfig, run: Run, train: ImageList, test: ImageLis
                          f"({stats.images_per_s:.1f} images/s, {extractor.precision})"), file=sys.stderr)
             for layer in layers:
                 variants.append({"model": model, "layer": layer, "resize": resize, "backbone": backbone,
-                                 "sets": (sets["train"][layer], sets["test"][layer]),
-                                 "extract_seconds": sum(e["seconds"] for e in extraction[-2:])})
+                                 "sets": (sets["train"][layer], sets["test"][layer])})
     return variants, extraction
 
 
@@ -187,14 +201,16 @@ def _classify(cfg: TransferConfig, run: Run, v: dict, classes: list[str], primar
         rows.append({**base, "head": "svm", "C": cfg.c, "test_accuracy": acc, "fit_seconds": round(fit_s, 3)})
         if primary:
             run.metrics["per_class_accuracy"] = dict(zip(classes, per_class.tolist()))
-        _draw_confusion(run, yte, pred, classes, per_class, f"confusion_{name}.png",
-                        f"{v['model']} {v['layer']} ({v['resize']}) + LinearSVC(C={cfg.c:g}): {acc:.3f}")
+        figures.confusion(run.path(f"confusion_{name}.png"), yte, pred, classes, per_class,
+                          f"{v['model']} {v['layer']} ({v['resize']}) + LinearSVC(C={cfg.c:g}): {acc:.3f}")
     if cfg.c_grid:
         sweep = linear.c_sweep(Xtr, ytr, Xte, yte, cfg.c_grid, cfg.cv_folds, cfg.seed)
         run.metrics.setdefault("c_sweep", {})[name] = sweep
         rows.append({**base, "head": "svm (C by CV)", "C": sweep["best_C"],
                      "test_accuracy": sweep["test_accuracy_at_best_C"], "cv_accuracy": max(sweep["cv_accuracy"])})
-        _draw_sweep(run, sweep, f"c_sweep_{name}.png", f"{v['model']} {v['layer']} ({v['resize']})")
+        figures.c_sweep(run.path(f"c_sweep_{name}.png"), sweep["C"], sweep["cv_accuracy"], sweep["cv_std"],
+                        sweep["test_accuracy"], sweep["best_C"], sweep["folds"],
+                        f"{v['model']} {v['layer']} ({v['resize']})")
     for k in cfg.pca:
         res = linear.pca_svm(Xtr, ytr, Xte, yte, k, cfg.c, cfg.seed)
         rows.append({**base, "head": f"pca{res['n_components']}+svm", "C": cfg.c, "test_accuracy": res["test_accuracy"],
@@ -205,7 +221,7 @@ def _classify(cfg: TransferConfig, run: Run, v: dict, classes: list[str], primar
         run.metrics.setdefault("linear_head", {})[name] = hist
         rows.append({**base, "head": "linear", "test_accuracy": hist["test_accuracy"][-1],
                      "train_accuracy": hist["train_accuracy"][-1], "epochs": cfg.head_epochs})
-        _draw_curves(run, hist, f"linear_head_{name}.png", f"linear head on {v['layer']} features (backbone frozen)")
+        _curves(run, hist, f"linear_head_{name}.png", f"linear head on {v['layer']} features (backbone frozen)")
     return rows
 
 
@@ -231,7 +247,7 @@ def _finetune(cfg: TransferConfig, run: Run, v: dict, train: ImageList, test: Im
                                 shuffle=True, generator=g)
     test_loader = image_loader([p for p, ok in zip(test.paths, te_ok) if ok], pre.pixel_transform(v["resize"]), size,
                                labels=test.labels[te_ok], batch_size=cfg.batch_size, workers=cfg.workers)
-    bf16 = _bf16(cfg, run.device)
+    bf16 = resolve_precision(cfg.precision, run.device) == torch.bfloat16
 
     def save(epoch: int, history: dict) -> None:
         torch_save({"net": net.state_dict(), "opt": opt.state_dict(), "epoch": epoch, "history": history}, ckpt)
@@ -239,102 +255,11 @@ def _finetune(cfg: TransferConfig, run: Run, v: dict, train: ImageList, test: Im
     hist = linear.finetune(net, train_loader, test_loader, epochs=cfg.finetune_epochs, opt=opt, device=run.device,
                            bf16=bf16, start_epoch=start, history=hist, on_epoch=save)
     run.metrics.setdefault("finetune", {})[name] = hist
-    _draw_curves(run, hist, f"finetune_{name}.png", f"fine-tuning {v['model']} end to end from {v['layer']}")
+    _curves(run, hist, f"finetune_{name}.png", f"fine-tuning {v['model']} end to end from {v['layer']}")
     ckpt.unlink(missing_ok=True)
     return {**_base(v, net.head.in_features), "head": "finetune", "test_accuracy": hist["test_accuracy"][-1],
             "train_accuracy": hist["train_accuracy"][-1], "epochs": cfg.finetune_epochs}
 
 
-def _bf16(cfg: TransferConfig, device: torch.device) -> bool:
-    from ..methods.features import resolve_precision
-
-    return resolve_precision(cfg.precision, device) == "bf16"
-
-
-# --- output ------------------------------------------------------------------------------------
-
-def _format_table(rows: list[dict]) -> str:
-    head = f"{'model':<20} {'layer':<12} {'resize':<7} {'dim':>6} {'classifier':<16} {'C':>8} {'test acc':>8}"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        c = f"{r['C']:g}" if "C" in r else "-"
-        lines.append(f"{r['model']:<20} {r['layer']:<12} {r['resize']:<7} {r['dim']:>6} {r['head']:<16} {c:>8} "
-                     f"{r['test_accuracy']:>8.4f}")
-    return "\n".join(lines)
-
-
-def _draw_confusion(run: Run, y: np.ndarray, pred: np.ndarray, classes: list[str], per_class: np.ndarray,
-                    name: str, title: str) -> None:
-    from sklearn.metrics import confusion_matrix
-
-    from ..reporting.figures import plt
-
-    cm = confusion_matrix(y, pred, labels=range(len(classes)), normalize="true")
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 6), gridspec_kw={"width_ratios": [1, 1.4]})
-    ax1.barh(range(len(classes)), per_class, color="tab:blue")
-    ax1.set_yticks(range(len(classes)), classes)
-    ax1.invert_yaxis()
-    ax1.set_xlim(0, 1)
-    ax1.set_xlabel("test accuracy (recall)")
-    ax1.set_title("per class")
-    im = ax2.imshow(cm, cmap="Blues", vmin=0, vmax=1)
-    ax2.set_xticks(range(len(classes)), classes, rotation=90)
-    ax2.set_yticks(range(len(classes)), classes)
-    ax2.set_xlabel("predicted")
-    ax2.set_ylabel("true")
-    ax2.set_title("confusion matrix (rows sum to 1)")
-    fig.colorbar(im, ax=ax2, fraction=0.046)
-    fig.suptitle(title)
-    run.save_figure(fig, name)
-
-
-def _draw_sweep(run: Run, sweep: dict, name: str, title: str) -> None:
-    from ..reporting.figures import plt
-
-    Cs = np.asarray(sweep["C"])
-    cv, sd = np.asarray(sweep["cv_accuracy"]), np.asarray(sweep["cv_std"])
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.semilogx(Cs, cv, "o-", label=f"{sweep['folds']}-fold CV on train")
-    ax.fill_between(Cs, cv - sd, cv + sd, alpha=0.2)
-    ax.semilogx(Cs, sweep["test_accuracy"], "s--", label="test (reported, not used to choose)")
-    ax.axvline(sweep["best_C"], color="gray", ls=":", label=f"chosen C = {sweep['best_C']:g}")
-    ax.set_xlabel("C")
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"validation curve: {title}")
-    ax.legend()
-    run.save_figure(fig, name)
-
-
-def _draw_curves(run: Run, hist: dict, name: str, title: str) -> None:
-    from ..reporting.figures import plt
-
-    epochs = np.arange(1, len(hist["train_loss"]) + 1)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax1.plot(epochs, hist["train_loss"])
-    ax1.set_xlabel("epoch")
-    ax1.set_ylabel("train cross-entropy")
-    ax2.plot(epochs, hist["train_accuracy"], label="train")
-    ax2.plot(epochs, hist["test_accuracy"], label="test")
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel("accuracy")
-    ax2.legend()
-    fig.suptitle(title)
-    run.save_figure(fig, name)
-
-
-def _draw_comparison(run: Run, rows: list[dict]) -> None:
-    from ..reporting.figures import plt
-
-    labels = [f"{r['model']}/{r['layer']}/{r['resize']}\n{r['head']}" for r in rows]
-    acc = [r["test_accuracy"] for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
-    ax.barh(range(len(rows)), acc, color="tab:green")
-    ax.set_yticks(range(len(rows)), labels, fontsize=7)
-    ax.invert_yaxis()
-    lo = max(0.0, min(acc) - 0.05)
-    ax.set_xlim(lo, 1)
-    for i, a in enumerate(acc):
-        ax.text(a, i, f" {a:.3f}", va="center", fontsize=7)
-    ax.set_xlabel("test accuracy")
-    ax.set_title("variants")
-    run.save_figure(fig, "comparison.png")
+def _curves(run: Run, hist: dict, name: str, title: str) -> None:
+    figures.training_curves(run.path(name), hist["train_loss"], hist["train_accuracy"], hist["test_accuracy"], title)

@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from sklearn.decomposition import PCA
+from sklearn.metrics import accuracy_score, recall_score
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.svm import LinearSVC
@@ -42,17 +43,13 @@ def fit_svm(X: np.ndarray, y: np.ndarray, C: float = 1.0, seed: int = 0) -> tupl
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    return float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
+    """Share of correct predictions."""
+    return float(accuracy_score(y_true, y_pred))
 
 
 def per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
-    """Recall of each class, (K,); NaN for a class absent from ``y_true``."""
-    out = np.full(n_classes, np.nan)
-    for k in range(n_classes):
-        mask = y_true == k
-        if mask.any():
-            out[k] = float(np.mean(y_pred[mask] == k))
-    return out
+    """Recall of each class, (K,) float64; NaN for a class absent from ``y_true``."""
+    return recall_score(y_true, y_pred, labels=np.arange(n_classes), average=None, zero_division=np.nan)
 
 
 @dataclasses.dataclass

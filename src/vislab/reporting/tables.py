@@ -1,0 +1,42 @@
+"""Tables as Markdown text: readable on a terminal (columns padded) and rendered by any Markdown viewer."""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+Format = str | Callable[[Any], str]
+
+
+def format_cell(value: Any, spec: Format | None = None) -> str:
+    """One cell: ``spec`` (a format spec such as ``".4f"``, or a function) when given; otherwise None
+    is empty, floats get 4 significant decimals below 1 and 2 above, everything else ``str``."""
+    if value is None:
+        return ""
+    if callable(spec):
+        return spec(value)
+    if spec is not None:
+        return format(value, spec)
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1 else f"{value:.2f}"
+    return str(value)
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Mapping[str, str],
+                   formats: Mapping[str, Format] | None = None) -> str:
+    """``rows`` (dicts) as a Markdown table, one line per row, no trailing newline.
+
+    ``columns``: the keys to show, in order, or ``{key: header}``; a key a row lacks gives an empty
+    cell. ``formats``: ``{key: format spec or function}`` (see :func:`format_cell`). Columns whose
+    values are all numbers are right-aligned."""
+    headers = dict(columns) if isinstance(columns, Mapping) else {c: c for c in columns}
+    formats = formats or {}
+    cells = [[format_cell(r.get(k), formats.get(k)) for k in headers] for r in rows]
+    numeric = [all(isinstance(r.get(k), (int, float)) for r in rows if r.get(k) is not None) and
+               any(r.get(k) is not None for r in rows) for k in headers]
+    widths = [max([len(h), 3] + [len(line[i]) for line in cells]) for i, h in enumerate(headers.values())]
+
+    def line(values: Sequence[str]) -> str:
+        return "| " + " | ".join(v.rjust(w) if num else v.ljust(w)
+                                 for v, w, num in zip(values, widths, numeric)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 1) + ":" if num else "-" * (w + 2) for w, num in zip(widths, numeric)) + "|"
+    return "\n".join([line(list(headers.values())), rule] + [line(c) for c in cells])

@@ -1,0 +1,20 @@
+"""The one table printer (vislab.reporting.tables)."""
+from vislab.reporting.tables import format_cell, markdown_table
+
+
+def test_markdown_table_by_hand():
+    rows = [{"name": "svm", "C": 1.0, "acc": 0.91234, "dim": 1280},
+            {"name": "linear head", "acc": 0.5, "dim": 8}]
+    table = markdown_table(rows, {"name": "classifier", "C": "C", "acc": "test acc", "dim": "dim"}, {"C": "g", "acc": ".3f"})
+    assert table.splitlines() == [
+        "| classifier  |   C | test acc |  dim |",
+        "|-------------|----:|---------:|-----:|",
+        "| svm         |   1 |    0.912 | 1280 |",
+        "| linear head |     |    0.500 |    8 |",
+    ]
+
+
+def test_markdown_table_text_columns_and_default_formats():
+    assert markdown_table([{"a": "x", "b": None}], ["a", "b"]) == "| a   | b   |\n|-----|-----|\n| x   |     |"
+    assert [format_cell(v) for v in (None, 0.123456, 12.3456, 7, "s")] == ["", "0.1235", "12.35", "7", "s"]
+    assert format_cell(3, lambda v: f"<{v}>") == "<3>"

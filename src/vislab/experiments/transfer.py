@@ -22,7 +22,7 @@ from ..data.image_files import bad_image_error, image_loader
 from ..data.scenes import ImageList, load_image_folder
 from ..errors import UserError
 from ..feature_cache import extract_features
-from ..io import torch_load, torch_save
+from ..io import torch_load, torch_save, write_text
 from ..methods import linear
 from ..methods.features import FeatureExtractor
 from ..models.backbones import BackboneOptions, build_backbone
@@ -144,7 +144,7 @@ def transfer(cfg: TransferConfig) -> int:
         m["best_variant"] = max(rows, key=lambda r: r["test_accuracy"])
         table = tables.markdown_table(rows, TABLE_COLUMNS, {"C": "g", "test_accuracy": ".4f"})
         print(table)
-        run.path("variants.txt").write_text(table + "\n")
+        write_text(run.path("variants.txt"), table + "\n")
         if len(rows) > 1:
             figures.variant_comparison(run.path("comparison.png"),
                                        [f"{r['model']}/{r['layer']}/{r['resize']}\n{r['head']}" for r in rows],

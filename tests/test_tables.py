@@ -18,3 +18,13 @@ def test_markdown_table_text_columns_and_default_formats():
     assert markdown_table([{"a": "x", "b": None}], ["a", "b"]) == "| a   | b   |\n|-----|-----|\n| x   |     |"
     assert [format_cell(v) for v in (None, 0.123456, 12.3456, 7, "s")] == ["", "0.1235", "12.35", "7", "s"]
     assert format_cell(3, lambda v: f"<{v}>") == "<3>"
+
+
+def test_markdown_table_alignment_can_be_chosen():
+    rows = [{"layer": "conv1", "params": "1,792"}, {"layer": "fc", "params": "4,097,000"}]
+    assert markdown_table(rows, ["layer", "params"], right=["params"]).splitlines() == [
+        "| layer |    params |",
+        "|-------|----------:|",
+        "| conv1 |     1,792 |",
+        "| fc    | 4,097,000 |",
+    ]

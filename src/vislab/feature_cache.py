@@ -9,8 +9,9 @@ extraction and an interrupted extraction resumes with the chunks it did not writ
 ``index.json`` describes the entry (key, image count, chunk size, fields) and records the size and
 SHA-256 of every chunk written. Every load checks each chunk against it: a chunk that is missing,
 truncated or altered (same size, other bytes) is discarded with a message on stderr and extracted
-again, and a missing or unreadable index discards the chunks it vouched for. Hashing reads the
-chunks once, at about 1 GB/s: little next to extracting them.
+again, and a missing or unreadable index discards the chunks it vouched for. The check reads each
+chunk once and hashes it (0.36 GB/s measured on a busy 2-core machine): VGG16 relu7 features of all
+4,485 15-Scene images, 73 MB, take a fraction of a second, against minutes to extract them.
 """
 from __future__ import annotations
 

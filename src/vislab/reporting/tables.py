@@ -21,17 +21,19 @@ def format_cell(value: Any, spec: Format | None = None) -> str:
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Mapping[str, str],
-                   formats: Mapping[str, Format] | None = None) -> str:
+                   formats: Mapping[str, Format] | None = None, right: Sequence[str] | None = None) -> str:
     """``rows`` (dicts) as a Markdown table, one line per row, no trailing newline.
 
     ``columns``: the keys to show, in order, or ``{key: header}``; a key a row lacks gives an empty
-    cell. ``formats``: ``{key: format spec or function}`` (see :func:`format_cell`). Columns whose
-    values are all numbers are right-aligned."""
+    cell. ``formats``: ``{key: format spec or function}`` (see :func:`format_cell`). ``right``: the
+    keys of right-aligned columns; by default those whose values are all numbers."""
     headers = dict(columns) if isinstance(columns, Mapping) else {c: c for c in columns}
     formats = formats or {}
     cells = [[format_cell(r.get(k), formats.get(k)) for k in headers] for r in rows]
-    numeric = [all(isinstance(r.get(k), (int, float)) for r in rows if r.get(k) is not None) and
-               any(r.get(k) is not None for r in rows) for k in headers]
+    if right is None:
+        right = [k for k in headers if any(r.get(k) is not None for r in rows) and
+                 all(isinstance(r.get(k), (int, float)) for r in rows if r.get(k) is not None)]
+    numeric = [k in right for k in headers]
     widths = [max([len(h), 3] + [len(line[i]) for line in cells]) for i, h in enumerate(headers.values())]
 
     def line(values: Sequence[str]) -> str:

@@ -16,6 +16,7 @@ from .training import Paused
 
 # Modules that define subcommands, in the order --help lists them.
 COMMAND_MODULES = (
+    "vislab.experiments.study",
     "vislab.experiments.demo",
     "vislab.experiments.inspect",
     "vislab.experiments.transfer",

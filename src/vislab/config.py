@@ -198,11 +198,17 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
+# Every command added with add_command: name -> (config class, run function). The study runs
+# commands through it, so that a study run is exactly what `vislab NAME --options` would run.
+COMMANDS: dict[str, tuple[type, Any]] = {}
+
+
 def add_command(subparsers: Any, name: str, cfg_cls: type[C], run: Any, help: str,
                 description: str | None = None) -> argparse.ArgumentParser:
     """Add subcommand ``name`` whose options are the fields of ``cfg_cls``; it calls
     ``run(cfg) -> exit status`` with the resolved config."""
     parser = subparsers.add_parser(name, help=help, description=description or help)
+    COMMANDS[name] = (cfg_cls, run)
     add_config_arguments(parser, cfg_cls)
     parser.set_defaults(handler=lambda args: run(config_from_args(cfg_cls, args)))
     return parser

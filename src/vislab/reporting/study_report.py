@@ -1,0 +1,86 @@
+"""The study report: ``report.html``, ``report.md`` and ``answers.json`` from a study's answers.
+
+Organised Part -> Question: the question, the answer (sentences generated from measured values),
+its evidence (tables, figures) and the run folders it came from; a contents list and a summary
+table of headline numbers beside the published references (SPEC.md). Rendered with Jinja2
+templates shipped in the package. Figures stay beside the page: each is shown as a small
+thumbnail in ``figures/`` linking to the full-size PNG in its run folder, so the page stays light.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from ..io import atomic_path, write_json, write_text
+
+PARTS = {
+    "A": "Part A: an ImageNet CNN, and transfer learning",
+    "B": "Part B: saliency, adversarial examples, class visualisation",
+    "C": "Part C: domain adaptation MNIST -> MNIST-M",
+    "D": "Part D: GANs on MNIST",
+}
+THUMB_WIDTH = 720
+
+
+def answers_json(answers: list[Any]) -> list[dict[str, Any]]:
+    """The contract of answers.json: one object per question, in order."""
+    return [{"id": a.id, "status": a.status, "answer": a.text, "runs": a.runs,
+             "numbers": a.numbers, "notes": a.notes, "commands": a.commands} for a in answers]
+
+
+def thumbnail(study_dir: Path, rel: str) -> str:
+    """A small copy of figure ``rel`` in ``figures/`` (made once; named by the source's content)."""
+    from PIL import Image
+
+    src = study_dir / rel
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
+    out = study_dir / "figures" / f"{Path(rel).stem[:40]}-{digest}.png"
+    if not out.is_file():
+        with Image.open(src) as im:
+            im = im.convert("RGB") if im.mode not in ("RGB", "L") else im.copy()
+            if im.width > THUMB_WIDTH:
+                im = im.resize((THUMB_WIDTH, round(im.height * THUMB_WIDTH / im.width)), Image.LANCZOS)
+            with atomic_path(out) as tmp:
+                im.save(tmp, format="PNG", optimize=True)
+    return str(out.relative_to(study_dir))
+
+
+def fmt(value: Any) -> str:
+    """A table cell: floats with 4 significant digits, the rest as text."""
+    if isinstance(value, bool) or value is None:
+        return "-" if value is None else str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _environment():
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("vislab.reporting", "templates"),
+                             autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
+                             trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    env.filters["fmt"] = fmt
+    return env
+
+
+def write_study_report(study_dir: Path, answers: list[Any], summary: list[dict[str, Any]],
+                       context: dict[str, Any]) -> dict[str, Path]:
+    """Write answers.json, report.md and report.html into ``study_dir``; return their paths."""
+    parts = []
+    for letter, title in PARTS.items():
+        items = [a for a in answers if a.id.startswith(letter)]
+        if items:
+            parts.append({"letter": letter, "title": title, "answers": items})
+    thumbs = {f.path: thumbnail(study_dir, f.path) for a in answers for f in a.figures}
+    env = _environment()
+    values = {"parts": parts, "summary": summary, "thumbs": thumbs, "answered": sum(a.status == "answered" for a in answers),
+              "total": len(answers), **context}
+    paths = {
+        "answers": write_json(study_dir / "answers.json", answers_json(answers)),
+        "markdown": write_text(study_dir / "report.md", env.get_template("study.md.j2").render(**values)),
+        "html": write_text(study_dir / "report.html", env.get_template("study.html.j2").render(**values)),
+    }
+    return paths
+

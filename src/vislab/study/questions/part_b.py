@@ -1,0 +1,197 @@
+"""Part B: saliency maps, adversarial (fooling) images, class visualisation."""
+from __future__ import annotations
+
+from .base import Answer, Evidence, Figure, Unanswerable, pct, question
+
+
+def _need(m: dict, key: str, option: str) -> dict:
+    if not m.get(key):
+        raise Unanswerable(f"the run did not measure {key} (it needs {option})")
+    return m[key]
+
+
+@question("B1", "Show and interpret saliency maps.", ("saliency",))
+def b1(ev: Evidence, a: Answer) -> None:
+    m = ev.metrics("saliency")
+    d = _need(m, "deletion", "--deletion-steps")
+    a.say(f"The maps (|d score / d pixel|, max over colour channels) of {m['num_images']} photos light up the "
+          f"object more than the background.", images=m["num_images"])
+    verdict = ("faithful: removing the most salient pixels first destroys the class score faster than removing "
+               "random ones" if d["faithfulness"] > 0 else
+               "not faithful here: removing the most salient pixels first hurts the score no more than random ones")
+    a.say(f"Deletion test: the area under the class-probability curve is {d['saliency_auc']:.3f} in saliency "
+          f"order vs {d['random_auc']:.3f} in random order, so the maps are {verdict}.",
+          saliency_auc=d["saliency_auc"], random_auc=d["random_auc"], faithfulness=d["faithfulness"])
+    for name, title in (("saliency.png", "saliency maps"), ("deletion.png", "deletion curves")):
+        if (f := ev.figure("saliency", name)):
+            a.figures.append(Figure(title, f))
+
+
+@question("B2", "Limits of this way of visualising pixel importance.", ("saliency",))
+def b2(ev: Evidence, a: Answer) -> None:
+    m = ev.metrics("saliency")
+    sg, sanity = _need(m, "smoothgrad", "--smoothgrad-samples"), _need(m, "sanity", "--sanity-check")
+    ratio = sg["tv_vanilla"] / max(sg["tv_smooth"], 1e-12)
+    a.say(f"Noise: the plain gradient is speckled; averaging it over {sg['samples']} noisy copies (SmoothGrad) "
+          f"lowers the maps' total variation {ratio:.1f}-fold ({sg['tv_vanilla']:.3g} -> {sg['tv_smooth']:.3g}).",
+          tv_vanilla=sg["tv_vanilla"], tv_smooth=sg["tv_smooth"])
+    rho = sanity["spearman_mean"]
+    verdict = ("the maps depend on what the network learnt" if rho < 0.5 else
+               "much of the map survives without the learnt weights: it partly shows the image's edges, "
+               "not the model's reasons")
+    a.say(f"Sanity check (weights randomised, {sanity['randomized']}): the rank correlation between the maps of "
+          f"the trained and the randomised network is {rho:.2f}, so {verdict}.", sanity_spearman=rho)
+    a.say("A gradient is also local: it says which pixels would change the score most, not which evidence the "
+          "network used, and it misses interactions between pixels.")
+    for name, title in (("smoothgrad.png", "vanilla vs SmoothGrad"), ("sanity.png", "trained vs randomised")):
+        if (f := ev.figure("saliency", name)):
+            a.figures.append(Figure(title, f))
+
+
+@question("B3", "Can the technique serve another purpose?", ("saliency",))
+def b3(ev: Evidence, a: Answer) -> None:
+    loc = _need(ev.metrics("saliency"), "localization", "--localize-threshold")
+    a.say(f"Weakly supervised localisation: thresholding each map at {loc['threshold']:g} of its maximum and "
+          f"keeping the largest connected region gives a box covering {pct(loc['box_area_fraction_mean'])} of "
+          f"the image on average, from a classifier that never saw a box.",
+          box_area_fraction=loc["box_area_fraction_mean"])
+    if loc.get("iou_mean") is not None:
+        a.say(f"Against the known boxes, the mean IoU is {loc['iou_mean']:.2f}.", iou=loc["iou_mean"])
+    else:
+        a.notes.append("The sample photos have no ground-truth boxes, so no IoU is measured.")
+    if (f := ev.figure("saliency", "boxes.png")):
+        a.figures.append(Figure("boxes from the thresholded maps", f))
+
+
+@question("B4", "Another network: compare.", ("saliency", "saliency_other"))
+def b4(ev: Evidence, a: Answer) -> None:
+    import torch
+
+    from ...io import torch_load
+    from ...methods.saliency_eval import rank_correlation
+
+    maps = [torch_load(ev.study_dir / ev.folders[r][0] / "saliency_maps.pt") for r in ("saliency", "saliency_other")]
+    first, other = (x["maps"] if isinstance(x, dict) else x for x in maps)
+    if first.shape != other.shape:
+        other = torch.nn.functional.interpolate(other.unsqueeze(1).float(), size=first.shape[-2:],
+                                                mode="bilinear", align_corners=False).squeeze(1)
+    rhos = [rank_correlation(x, y) for x, y in zip(first, other)]
+    mean = sum(rhos) / len(rhos)
+    m1, m2 = ev.metrics("saliency"), ev.metrics("saliency_other")
+    verdict = "largely agree" if mean > 0.5 else "agree only loosely" if mean > 0.2 else "disagree"
+    a.say(f"The maps of {m1['model']} and {m2['model']} on the same {len(rhos)} photos {verdict}: mean Spearman "
+          f"rank correlation {mean:.2f} (range {min(rhos):.2f}-{max(rhos):.2f}); top-1 accuracy "
+          f"{m1['top1_accuracy']:.2f} vs {m2['top1_accuracy']:.2f}.", spearman_mean=mean,
+          top1_first=m1["top1_accuracy"], top1_other=m2["top1_accuracy"])
+    for r in ("saliency", "saliency_other"):
+        if (f := ev.figure(r, "saliency.png")):
+            a.figures.append(Figure(f"maps of {ev.metrics(r)['model']}", f))
+
+
+@question("B5", "Show and interpret fooling images.", ("fool",))
+def b5(ev: Evidence, a: Answer) -> None:
+    m = ev.metrics("fool")
+    a.say(f"Gradient ascent on the '{m['target_name']}' score turned {pct(m['success_rate'])} of {m['num_images']} "
+          f"photos into '{m['target_name']}' for the network ({pct(m['success_after_uint8_rate'])} still after saving "
+          f"as 8-bit images), in a median of {m['median_iterations']:g} steps.", success_rate=m["success_rate"],
+          success_after_uint8=m["success_after_uint8_rate"], median_iterations=m["median_iterations"])
+    a.say(f"The changes are invisible: median L-inf {m['median_linf_255']:.1f}/255 and L2 {m['median_l2_255']:.0f} "
+          f"(0-255 units), with a median target confidence of {m['median_target_probability']:.2f}.",
+          median_linf_255=m["median_linf_255"], median_l2_255=m["median_l2_255"],
+          median_target_probability=m["median_target_probability"])
+    a.figures += [Figure("original, fooled, difference, x10", f) for f in ev.figures("fool", "fool_*.png")[:2]]
+
+
+@question("B6", "Practical consequences for CNNs.", ("fool",))
+def b6(ev: Evidence, a: Answer) -> None:
+    rob = _need(ev.metrics("fool"), "robustness", "--check-models / --jpeg-quality / --resize-scale")
+    for model, rate in rob["transfer"].items():
+        a.say(f"Only {pct(rate)} of the fooled images also fool {model}: this naive attack transfers "
+              f"{'poorly' if rate < 0.3 else 'often'}.", **{f"transfer_{model}": rate})
+    if rob.get("jpeg") is not None:
+        a.say(f"After JPEG compression at quality {rob['jpeg_quality']}, {pct(rob['jpeg'])} still fool the network; "
+              f"after a resize by {rob['resize_scale']:g} and back, {pct(rob['resize'])}.",
+              jpeg=rob["jpeg"], resize=rob["resize"])
+    a.say("So a deployed CNN can be steered by changes no person sees, and anyone with the weights can do it; "
+          "mild preprocessing removes some of these minimal perturbations, not all.")
+
+
+@question("B7", "Limits of this naive method; alternatives.", ("fool", "fool_pgd"))
+def b7(ev: Evidence, a: Answer) -> None:
+    naive, pgd = ev.metrics("fool"), ev.metrics("fool_pgd")
+    a.say(f"The naive method stops as soon as the class flips, with no bound on the change: success "
+          f"{pct(naive['success_rate'])}, median L-inf {naive['median_linf_255']:.1f}/255. PGD ({pgd['attack']}) at a "
+          f"fixed budget: success {pct(pgd['success_rate'])}, median L-inf {pgd['median_linf_255']:.1f}/255, "
+          f"{pgd['median_iterations']:g} steps.", naive_success=naive["success_rate"], pgd_success=pgd["success_rate"],
+          naive_linf=naive["median_linf_255"], pgd_linf=pgd["median_linf_255"])
+    t_naive, t_pgd = naive.get("robustness", {}).get("transfer", {}), pgd.get("robustness", {}).get("transfer", {})
+    for model in t_naive.keys() & t_pgd.keys():
+        a.say(f"Transfer to {model}: {pct(t_naive[model])} naive vs {pct(t_pgd[model])} PGD.",
+              **{f"naive_transfer_{model}": t_naive[model], f"pgd_transfer_{model}": t_pgd[model]})
+    a.table("Attacks", ["attack", "success", "median L-inf /255", "median L2 (0-255)", "median steps"],
+            [[m["attack"] if "attack" in m else "naive", m["success_rate"], m["median_linf_255"], m["median_l2_255"],
+              m["median_iterations"]] for m in (naive, pgd)])
+
+
+def _probabilities(results: list[dict]) -> str:
+    return ", ".join(f"{r['target_name']} {r['probability']:.2f}" for r in results)
+
+
+@question("B8", "Show and interpret class visualisations.", ("classviz",))
+def b8(ev: Evidence, a: Answer) -> None:
+    m = ev.metrics("classviz")
+    res = m["results"]
+    a.say(f"After {m['iterations']} steps of regularised gradient ascent from noise, the network assigns "
+          f"{_probabilities(res)} to the images made for those classes.",
+          **{f"p_{r['target']}": r["probability"] for r in res})
+    a.say("The images are not photos: they repeat the parts the class score relies on (textures, legs, eyes) all "
+          "over the canvas, at many positions, because nothing asks for one coherent object.")
+    if (f := ev.figure("classviz", "snapshots.png")):
+        a.figures.append(Figure("snapshots along the ascent", f))
+
+
+@question("B9", "Vary iterations, learning rate and regularisation.", ("classviz_sweep",))
+def b9(ev: Evidence, a: Answer) -> None:
+    sweep = ev.metrics("classviz_sweep")["sweep"]
+    rows = []
+    for r in sweep["results"]:
+        steps = sorted(r["probability_by_iterations"], key=int)
+        rows.append([r["learning_rate"], r["l2_reg"]] + [r["probability_by_iterations"][s] for s in steps])
+    best = max(rows, key=lambda r: r[-1])
+    worst = min(rows, key=lambda r: r[-1])
+    a.say(f"Over {len(rows)} settings the final target probability ranges from {worst[-1]:.2f} (lr {worst[0]:g}, "
+          f"L2 {worst[1]:g}) to {best[-1]:.2f} (lr {best[0]:g}, L2 {best[1]:g}).", best_p=best[-1], worst_p=worst[-1])
+    a.say("More iterations raise the probability until it saturates; a larger learning rate gets there sooner but "
+          "with harsher, high-contrast patterns; a stronger L2 term keeps the image greyer and smoother.")
+    a.table(f"Target probability (class {sweep['target']}) by setting and iterations",
+            ["lr", "L2"] + [f"{s} its" for s in steps], rows)
+    if (f := ev.figure("classviz_sweep", "sweep.png")):
+        a.figures.append(Figure("sweep grid", f))
+
+
+@question("B10", "Start from a real image instead of noise; interest?", ("classviz", "classviz_init"))
+def b10(ev: Evidence, a: Answer) -> None:
+    noise, init = ev.metrics("classviz")["results"][0], ev.metrics("classviz_init")["results"][0]
+    a.say(f"Starting from a photo instead of noise, the ascent towards '{init['target_name']}' ends at probability "
+          f"{init['probability']:.2f} (from noise: {noise['probability']:.2f}).", p_init=init["probability"],
+          p_noise=noise["probability"])
+    traj = init.get("probability_by_iterations", {})
+    if traj:
+        steps = sorted(traj, key=int)
+        a.say(f"Along the way: " + ", ".join(f"{traj[s]:.2f} at {s}" for s in steps) + ".")
+    a.say("The photo stays recognisable while the class's features are painted into it: a way to see what would "
+          "have to change for the network to change its mind (and the basis of DeepDream).")
+    if (f := ev.figure("classviz_init", "snapshots.png")):
+        a.figures.append(Figure("from a photo", f))
+
+
+@question("B11", "Another network.", ("classviz", "classviz_other"))
+def b11(ev: Evidence, a: Answer) -> None:
+    m1, m2 = ev.metrics("classviz"), ev.metrics("classviz_other")
+    r1, r2 = m1["results"][0], m2["results"][0]
+    a.say(f"The same class ({r1['target_name']}) visualised with {m1['model']} reaches {r1['probability']:.2f} and "
+          f"with {m2['model']} {r2['probability']:.2f}; the images differ: each network relies on its own "
+          f"features for the class.", p_first=r1["probability"], p_other=r2["probability"])
+    for r in ("classviz", "classviz_other"):
+        if (f := ev.figure(r, "snapshots.png")):
+            a.figures.append(Figure(ev.metrics(r)["model"], f))

@@ -19,7 +19,7 @@ from ..config import add_config_arguments, build_config, load_config_file, optio
 from ..errors import UserError
 from ..io import write_json
 from ..study.answer import answer_questions
-from ..study.data import prepare_data
+from ..study.data import PLACEHOLDERS, prepare_data
 from ..study.plan import plan_runs, select_questions
 from ..study.profile import load_profile
 from ..study.questions import ORDER, QUESTIONS
@@ -91,7 +91,8 @@ def study(cfg: StudyConfig, profile_override: dict[str, Any] | None = None) -> i
         profile["roles"] = {k: v for k, v in profile["roles"].items() if v is not None}
     ids = select_questions(cfg.questions, ORDER)
     roles = list(dict.fromkeys(r for q in ids for r in QUESTIONS[q].roles))
-    data = prepare_data(mnist=cfg.mnist, scenes=cfg.scenes, backgrounds=cfg.backgrounds, download=cfg.download,
+    used = " ".join(str(profile["roles"].get(r, {}).get("options", {})) for r in roles)
+    data = prepare_data({n for n in PLACEHOLDERS if f"@{n}" in used}, mnist=cfg.mnist, scenes=cfg.scenes, backgrounds=cfg.backgrounds, download=cfg.download,
                         scene_digits=tuple(profile.get("scene_digits", (100, 50))))
     seeds = cfg.seeds or int(profile.get("seeds", 1))
     specs, problems = plan_runs(roles, profile, data.values, seeds, device=cfg.device)

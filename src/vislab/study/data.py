@@ -32,17 +32,25 @@ class StudyData:
     sources: dict[str, str]  # placeholder name -> where it came from
 
 
-def prepare_data(*, mnist: str | None, scenes: str | None, backgrounds: str | None, download: bool,
-                 scene_digits: tuple[int, int]) -> StudyData:
-    values: dict[str, Any] = {}
+PLACEHOLDERS = ("mnist", "scenes", "backgrounds", "ood", "photo")
+
+
+def prepare_data(needed: set[str], *, mnist: str | None, scenes: str | None, backgrounds: str | None,
+                 download: bool, scene_digits: tuple[int, int]) -> StudyData:
+    """Find or make the data behind the ``needed`` placeholders (names without the ``@``)."""
+    values: dict[str, Any] = {"backgrounds": backgrounds}
     subs: dict[str, str] = {}
     sources: dict[str, str] = {}
-    digits = _mnist(mnist, download, values, subs, sources)
-    _scenes(scenes, download, digits, scene_digits, values, subs, sources)
-    values["backgrounds"] = backgrounds
-    sources["backgrounds"] = backgrounds or "the adapt command's default (BSDS500 if fetched, else bundled photos)"
-    values["ood"], values["photo"] = _inputs(digits)
-    sources["ood"] = "a test digit, uniform noise, scikit-learn's china.jpg"
+    digits = None
+    if needed & {"mnist", "ood", "photo"} or ("scenes" in needed and not scenes):
+        digits = _mnist(mnist, download, values, subs, sources)
+    if "scenes" in needed:
+        _scenes(scenes, download, digits, scene_digits, values, subs, sources)
+    if "backgrounds" in needed:
+        sources["backgrounds"] = backgrounds or "the adapt command's default (BSDS500 if fetched, else bundled photos)"
+    if needed & {"ood", "photo"}:
+        values["ood"], values["photo"] = _inputs(digits)
+        sources["ood"] = "a test digit, uniform noise, scikit-learn's china.jpg"
     return StudyData(values, subs, sources)
 
 

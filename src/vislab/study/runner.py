@@ -58,8 +58,9 @@ def run_one(spec: RunSpec, study_dir: Path, log: Path | None = None, resume: boo
         with _redirect(log):
             status = run_fn(build_config(cfg_cls, values))
         out.status = "done" if is_finished(folder) else "failed"
-        if out.status == "failed":
-            out.error = f"the command exited with status {status} without finishing its run folder"
+        if status:  # finished with problems (e.g. some unreadable inputs) or not at all
+            out.error = f"the command exited with status {status}" + (
+                "" if out.status == "done" else " without finishing its run folder")
     except Paused as e:
         out.status, out.error = "paused", str(e)
     except UserError as e:

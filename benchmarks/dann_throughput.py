@@ -3,7 +3,8 @@
 reference: two torchvision-style DataLoaders (MNIST as PIL "L", MNIST-M as PIL "RGB") with
 per-sample ToTensor + Normalize (+ grey -> 3 channels), zipped, batch 64 + 64, the SPEC network
 (Conv-ReLU-MaxPool) in fp32, GRL + SGD momentum 0.9.
-vislab: the datasets as in-memory uint8 tensors, batches sliced and normalised on the fly,
+vislab: the datasets as in-memory uint8 tensors, batches sliced and normalised on the fly
+(``vislab.data.domains.DomainBatches``, what ``vislab.training.fit`` draws in ``vislab adapt``),
 ``vislab.methods.dann.DANN.update`` (MaxPool-then-ReLU, bf16 autocast, channels_last by default),
 in a process where ``vislab.allocator.retain_freed_memory`` is in force, as in the ``vislab``
 command. Intermediate rows switch the vislab options off one at a time to show what each
@@ -23,6 +24,7 @@ hits them alike; the table gives medians.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 
@@ -36,9 +38,10 @@ from torchvision import transforms
 from isolated import Loop, time_loops
 from vislab.data.mnist import MNIST_MEAN, MNIST_STD, DigitSet, load_mnist
 from vislab.data.mnistm import load_mnistm
-from vislab.experiments.adapt import to_input
+from vislab.data.domains import DomainBatches, Domains
+from vislab.experiments.adapt import AdaptConfig, hparams
 from vislab.io import write_json
-from vislab.methods.dann import DANN, PRESETS, AdaptHParams
+from vislab.methods.dann import DANN, AdaptHParams
 from vislab.methods.grl import grad_reverse
 from vislab.models.dann import DANNNet, FEATURE_DIM
 
@@ -99,19 +102,20 @@ def reference_loop(src: DigitSet, tgt: DigitSet, bs: int):
 
 
 def vislab_loop(src: DigitSet, tgt: DigitSet, bs: int, net: nn.Module | None = None, **hp):
+    """One step of what ``vislab.training.fit`` runs for ``vislab adapt --mode dann``: the next batch of
+    the epoch's order from :class:`DomainBatches`, then ``DANN.update``."""
     torch.manual_seed(0)
-    algo = DANN(net or DANNNet(), AdaptHParams(lambda_schedule="paper", **hp), total_steps=10**9)
-    g = torch.Generator().manual_seed(0)
-    state = {"i": 0, "ps": None, "pt": None}
-    steps_per_epoch = min(len(src), len(tgt)) // bs
+    algo = DANN(net or DANNNet(), AdaptHParams(**hp), total_steps=10**9)
+    norm = (MNIST_MEAN, MNIST_STD)
+    data = DomainBatches(Domains(src, src, tgt, tgt), {"source": norm, "target": norm}, bs)
+    rngs = {"order": torch.Generator().manual_seed(0)}
+    state = {"i": 0, "order": None}
 
     def step():
-        i = state["i"] % steps_per_epoch
+        i = state["i"] % data.steps_per_epoch
         if i == 0:
-            state["ps"], state["pt"] = torch.randperm(len(src), generator=g), torch.randperm(len(tgt), generator=g)
-        si, ti = state["ps"][i * bs:(i + 1) * bs], state["pt"][i * bs:(i + 1) * bs]
-        algo.update({"xs": to_input(src.images[si], MNIST_MEAN, MNIST_STD), "ys": src.labels[si],
-                     "xt": to_input(tgt.images[ti], MNIST_MEAN, MNIST_STD)})
+            state["order"] = data.order(rngs)
+        algo.update(data.batch(state["order"], i, rngs))
         state["i"] += 1
     return step
 
@@ -137,8 +141,8 @@ def build_loop(kind: str, data_root: str | None, backgrounds: str | None, bs: in
         return vislab_loop(src, tgt, bs, precision="bf16", channels_last=False)
     if kind == "relu_first":
         return vislab_loop(src, tgt, bs, net=ReferenceNet())
-    if kind == "adapt":
-        return vislab_loop(src, tgt, bs, **{k: v for k, v in PRESETS["vislab"].items() if k != "lambda_schedule"})
+    if kind == "adapt":  # the hyperparameters of `vislab adapt` with its defaults
+        return vislab_loop(src, tgt, bs, **dataclasses.asdict(hparams(AdaptConfig())))
     return vislab_loop(src, tgt, bs)
 
 

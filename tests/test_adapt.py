@@ -15,13 +15,16 @@ from torch import nn
 
 from vislab.cli import main
 from vislab.data import mnistm as mnistm_mod
+from vislab.data.domains import DomainBatch, DomainBatches, Domains, channel_stats, domain_norms, to_input
 from vislab.data.mnist import DigitSet
 from vislab.data.mnistm import blend, build_mnistm, load_mnistm
 from vislab.errors import UserError
 from vislab.experiments import adapt as adapt_mod
-from vislab.experiments.adapt import AdaptConfig, Domains, to_input, train_mode
+from vislab.experiments.adapt import AdaptConfig, hparams, train_mode
+from vislab.io import torch_load, torch_save
 from vislab.methods.augment import augment_digits
-from vislab.methods.dann import DANN, AdaptHParams, DANNPseudoLabel, resolve_hparams, select_pseudo_labels
+from vislab.methods.dann import ALGORITHMS, DANN, AdaptHParams, DANNPseudoLabel
+from vislab.methods.pseudo_label import PseudoLabeller, round_epochs, select_pseudo_labels
 from vislab.methods.grl import dann_lr, grad_reverse, grl_lambda
 from vislab.models.dann import DANNNet
 from vislab.models.layout import Flatten
@@ -84,14 +87,17 @@ def test_lr_schedule():
 
 
 def test_algorithm_schedules_follow_steps_and_presets():
-    hp = resolve_hparams(AdaptHParams(), "course")
+    hp = hparams(AdaptConfig(preset="course"))
     assert hp.lambda_schedule == "course"
-    assert resolve_hparams(AdaptHParams(), "vislab").lambda_schedule == "paper"
-    assert resolve_hparams(AdaptHParams(lambda_schedule="constant"), "course").lambda_schedule == "constant"
+    assert hparams(AdaptConfig(preset="vislab")).lambda_schedule == "paper"
+    assert hparams(AdaptConfig(lambda_schedule="constant", preset="course")).lambda_schedule == "constant"
     algo = DANN(DANNNet(), hp, total_steps=10)
     algo.step = 5
     assert algo.lr() == pytest.approx(dann_lr(0.5))
     assert algo.grl_lambda() == pytest.approx(grl_lambda(0.5, "course"))
+    assert algo.lr(1.0) == pytest.approx(dann_lr(1.0)) and algo.grl_lambda(0.1) == pytest.approx(grl_lambda(0.1, "course"))
+    # source-only has no domain classifier: it reports lambda 0 whatever the schedule
+    assert ALGORITHMS["source-only"](DANNNet(), hp, total_steps=10).grl_lambda(0.5) == 0.0
 
 
 # -- pseudo-labels -------------------------------------------------------------------------
@@ -113,6 +119,35 @@ def test_select_pseudo_labels():
     assert select_pseudo_labels(probs, "threshold", threshold=0.75).tolist() == [0, -1, -1, 1, -1, 2]
     with pytest.raises(ValueError, match="top"):
         select_pseudo_labels(probs, "best")
+
+
+def test_pseudo_labeller_rounds_fractions_and_state():
+    assert round_epochs(8, 4, 20) == [8, 11, 14, 17]
+    assert round_epochs(0, 2, 2) == [0, 1]
+    assert round_epochs(2, 5, 4) == [2, 3]  # 5 rounds over 2 epochs: two distinct epochs
+    with pytest.raises(ValueError, match="start epoch"):
+        round_epochs(4, 1, 4)
+    labeller = PseudoLabeller(4, 20, start_epoch=8, rounds=4, fraction_start=0.4, fraction_end=0.8)
+    assert [labeller.fraction(r) for r in range(4)] == pytest.approx([0.4, 0.4 + 0.4 / 3, 0.4 + 0.8 / 3, 0.8])
+    assert labeller.labels.tolist() == [-1] * 4
+    probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])
+    calls = []
+
+    def predict():
+        calls.append(1)
+        return probs
+
+    assert labeller.before_epoch(7, predict) is None and not calls  # no round: the model is not asked
+    info = labeller.before_epoch(8, predict)
+    # fraction 0.4 of each predicted class, rounded up: the most confident of class 0 and of class 1
+    assert info == {"round": 0, "epoch": 8, "fraction": 0.4, "count": 2}
+    assert labeller.labels.tolist() == [0, -1, -1, 1]
+    other = PseudoLabeller(4, 20, start_epoch=8, rounds=4)
+    other.load_state(labeller.state())
+    assert torch.equal(other.labels, labeller.labels)
+    threshold = PseudoLabeller(4, 2, select="threshold", threshold=0.75, start_epoch=0, rounds=1)
+    assert threshold.before_epoch(0, predict) == {"round": 0, "epoch": 0, "fraction": None, "count": 2}
+    assert threshold.labels.tolist() == [0, -1, -1, 1]
 
 
 # -- MNIST-M -------------------------------------------------------------------------------
@@ -213,6 +248,10 @@ def _tiny_domains(n_train=192, n_test=64):
     return Domains(src_tr, src_te, tgt[0], tgt[1])
 
 
+def _norms(domains, cfg):
+    return domain_norms(domains, cfg.mean, cfg.std, target_own=cfg.target_norm == "own")
+
+
 def _tiny_cfg(**kw):
     base = dict(epochs=2, batch_size=32, source_only_batch=32, tsne=False, eval_batch=50, pl_start_epoch=1,
                 pl_rounds=1, pl_fraction_start=0.5, precision="fp32")
@@ -223,14 +262,13 @@ def _tiny_cfg(**kw):
 @pytest.mark.parametrize("mode", ["dann", "dann+pl", "source-only"])
 def test_poisoned_target_labels_change_nothing(mode, tmp_path):
     cfg = _tiny_cfg()
-    hp = resolve_hparams(cfg)
     clean = _tiny_domains()
     poisoned = _tiny_domains()
     poisoned.target_train.labels = torch.randint(0, 10, (len(poisoned.target_train),),
                                                  generator=torch.Generator().manual_seed(99))
     poisoned.target_train.labels[:5] = -12345  # would crash any loss that read them
-    a = train_mode(mode, cfg, hp, clean, tmp_path / "a", resume=False)
-    b = train_mode(mode, cfg, hp, poisoned, tmp_path / "b", resume=False)
+    a = train_mode(mode, cfg, clean, _norms(clean, cfg), tmp_path / "a", resume=False)
+    b = train_mode(mode, cfg, poisoned, _norms(poisoned, cfg), tmp_path / "b", resume=False)
     sa = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["algorithm"]["net"]
     sb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["algorithm"]["net"]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -246,20 +284,40 @@ def test_poisoned_target_labels_change_nothing(mode, tmp_path):
 
 def test_oracle_reads_target_labels(tmp_path):
     cfg = _tiny_cfg(epochs=1)
-    hp = resolve_hparams(cfg)
     clean, poisoned = _tiny_domains(), _tiny_domains()
     poisoned.target_train.labels = (poisoned.target_train.labels + 1) % 10
-    a = train_mode("target-oracle", cfg, hp, clean, tmp_path / "a", resume=False)
-    b = train_mode("target-oracle", cfg, hp, poisoned, tmp_path / "b", resume=False)
+    a = train_mode("target-oracle", cfg, clean, _norms(clean, cfg), tmp_path / "a", resume=False)
+    b = train_mode("target-oracle", cfg, poisoned, _norms(poisoned, cfg), tmp_path / "b", resume=False)
     assert a["upper_bound_uses_target_labels"] is True
     assert a["history"][0]["train_loss_class"] != b["history"][0]["train_loss_class"]
+
+
+def test_batches_carry_what_is_asked_for():
+    domains = _tiny_domains(n_train=40)
+    norms = domain_norms(domains, 0.5, 0.25, target_own=False)
+    rngs = {"order": torch.Generator().manual_seed(0), "augment": torch.Generator().manual_seed(1)}
+    plain = DomainBatches(domains, norms, 8, target_images=False)
+    order = plain.order(rngs)
+    assert plain.steps_per_epoch == 5 and sorted(order[0].tolist()) == list(range(40))
+    b = plain.batch(order, 1, rngs)
+    si = order[0][8:16]
+    assert torch.equal(b.ys, domains.source_train.labels[si])
+    assert torch.equal(b.xs, to_input(domains.source_train.images[si], 0.5, 0.25))
+    assert b.xt is None and b.yt is None and b.pseudo is None and b.xt_aug is None
+    pseudo = torch.arange(40) % 3 - 1
+    full = DomainBatches(domains, norms, 8, target_labels=True, pseudo_labels=lambda: pseudo,
+                         augment=lambda x, g: 1 - x)
+    b = full.batch(order, 1, rngs)
+    ti = order[1][8:16]
+    assert torch.equal(b.yt, domains.target_train.labels[ti]) and torch.equal(b.pseudo, pseudo[ti])
+    torch.testing.assert_close(b.xt_aug, to_input(255 - domains.target_train.images[ti], 0.5, 0.25))
 
 
 def test_dann_update_moves_features_against_domain_classifier():
     # one step with lambda = 1 (constant): the feature gradient of the domain loss is reversed, so
     # compared with --no-grl the feature extractor's update differs while the heads' do not
     torch.manual_seed(0)
-    batch = {"xs": torch.randn(8, 3, 28, 28), "ys": torch.randint(0, 10, (8,)), "xt": torch.randn(8, 3, 28, 28)}
+    batch = DomainBatch(torch.randn(8, 3, 28, 28), torch.randint(0, 10, (8,)), torch.randn(8, 3, 28, 28))
     out = {}
     for grl in (True, False):
         torch.manual_seed(1)
@@ -268,7 +326,7 @@ def test_dann_update_moves_features_against_domain_classifier():
         before = {k: v.clone() for k, v in algo.net.state_dict().items()}
         stats = algo.update(batch)
         out[grl] = {k: v - before[k] for k, v in algo.net.state_dict().items()}
-        assert 0.0 <= stats["domain_acc"] <= 1.0 and stats["lambda"] == 1.0
+        assert 0.0 <= stats["domain_acc"] <= 1.0 and algo.grl_lambda() == 1.0
     assert torch.allclose(out[True]["domain.0.weight"], out[False]["domain.0.weight"])
     assert torch.allclose(out[True]["classifier.0.weight"], out[False]["classifier.0.weight"])
     assert not torch.allclose(out[True]["features.0.weight"], out[False]["features.0.weight"])
@@ -321,12 +379,13 @@ def _strip(metrics):
             "history": [clean(h) for h in metrics["history"]], "rounds": metrics.get("pseudo_label_rounds")}
 
 
-def test_cli_resume_equals_uninterrupted(tmp_path, monkeypatch):
+def test_cli_resume_equals_uninterrupted(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("VISLAB_CACHE", str(tmp_path / "cache"))
     data = _write_mnist(tmp_path / "mnist")
     bg = _write_photos(tmp_path / "bg")
     common = ["adapt", "--mode", "dann+pl", "--data-root", str(data), "--backgrounds", str(bg), "--epochs", "3",
-              "--batch-size", "32", "--pl-start-epoch", "1", "--pl-rounds", "2", "--no-tsne", "--seed", "2"]
+              "--batch-size", "32", "--pl-start-epoch", "1", "--pl-rounds", "2", "--no-tsne", "--seed", "2",
+              "--precision", "fp32"]
     assert main(common + ["--out", str(tmp_path / "full")]) == 0
     full = json.loads((tmp_path / "full" / "metrics.json").read_text())
     assert len(full["history"]) == 3 and len(full["pseudo_label_rounds"]) == 2
@@ -346,7 +405,12 @@ def test_cli_resume_equals_uninterrupted(tmp_path, monkeypatch):
     assert main(common + ["--out", str(tmp_path / "cut")]) == 130
     assert (tmp_path / "cut.partial" / "checkpoint.pt").is_file()
     monkeypatch.setattr(adapt_mod, "evaluate", real_evaluate)
-    assert main(common + ["--out", str(tmp_path / "cut"), "--resume"]) == 0
+    # an option that changes the result cannot change on --resume: refused, naming it, checkpoint kept
+    assert main(common + ["--out", str(tmp_path / "cut"), "--resume", "--pl-rounds", "3"]) == 2
+    assert "--pl-rounds" in capsys.readouterr().err
+    assert (tmp_path / "cut.partial" / "checkpoint.pt").is_file()
+    # options marked resume_safe may change
+    assert main(common + ["--out", str(tmp_path / "cut"), "--resume", "--eval-batch", "7"]) == 0
     resumed = json.loads((tmp_path / "cut" / "metrics.json").read_text())
     assert json.loads((tmp_path / "cut" / "manifest.json").read_text())["resumed"] is True
     assert _strip(resumed) == _strip(full)
@@ -391,7 +455,7 @@ def test_config_is_dataclass_with_hparams_once():
 
 def test_ema_weights_average_the_trajectory():
     torch.manual_seed(0)
-    batch = {"xs": torch.randn(4, 3, 28, 28), "ys": torch.randint(0, 10, (4,)), "xt": torch.randn(4, 3, 28, 28)}
+    batch = DomainBatch(torch.randn(4, 3, 28, 28), torch.randint(0, 10, (4,)), torch.randn(4, 3, 28, 28))
     hp = AdaptHParams(lambda_schedule="paper", ema_decay=0.9, precision="fp32", channels_last=False)
     algo = DANN(DANNNet(), hp, total_steps=3)
     algo.update(batch)
@@ -408,22 +472,22 @@ def test_ema_weights_average_the_trajectory():
     ema, cur = [torch.zeros(3)], [torch.ones(3)]
     ema_with_warmup(0.9)(ema, cur, torch.tensor(500))
     assert torch.allclose(ema[0], torch.full((3,), 0.1))
-    assert resolve_hparams(AdaptHParams(), "vislab").ema_decay == 0.999
-    assert resolve_hparams(AdaptHParams(), "course").ema_decay is None
+    assert hparams(AdaptConfig(preset="vislab")).ema_decay == 0.999
+    assert hparams(AdaptConfig(preset="course")).ema_decay is None
 
 
 def test_target_own_normalisation():
-    from vislab.experiments.adapt import channel_stats, input_norm
     x = torch.tensor([[[[0, 255]], [[51, 51]], [[0, 0]]]], dtype=torch.uint8)  # (1, 3, 1, 2)
     mean, std = channel_stats(x, chunk=1)
     assert torch.allclose(mean, torch.tensor([0.5, 0.2, 0.0])) and torch.allclose(std[:2], torch.tensor([0.5, 0.0]), atol=1e-5)
     y = to_input(x[:, :1].expand(-1, 3, -1, -1), mean, std)
     assert torch.allclose(y[0, 0, 0], torch.tensor([-1.0, 1.0]))
     domains = _tiny_domains()
-    own = input_norm(_tiny_cfg(target_norm="own"), domains, "target")
-    assert torch.allclose(to_input(domains.target_train.images, *own).mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
-    assert input_norm(_tiny_cfg(), domains, "target") == (_tiny_cfg().mean, _tiny_cfg().std)
-    assert input_norm(_tiny_cfg(target_norm="own"), domains, "source") == (_tiny_cfg().mean, _tiny_cfg().std)
+    own = domain_norms(domains, 0.1, 0.3, target_own=True)
+    assert torch.allclose(to_input(domains.target_train.images, *own["target"]).mean(dim=(0, 2, 3)), torch.zeros(3),
+                          atol=1e-4)
+    assert own["source"] == (0.1, 0.3)
+    assert domain_norms(domains, 0.1, 0.3, target_own=False) == {"source": (0.1, 0.3), "target": (0.1, 0.3)}
 
 
 # -- pseudo-label augmentation ---------------------------------------------------------------
@@ -475,14 +539,13 @@ def test_augment_is_seeded_and_keeps_pixel_range():
 def test_pseudo_label_loss_reads_the_augmented_copies():
     torch.manual_seed(0)
     xs, xt = torch.randn(8, 3, 28, 28), torch.randn(8, 3, 28, 28)
-    batch = {"xs": xs, "ys": torch.randint(0, 10, (8,)), "xt": xt,
-             "pt": torch.tensor([3, -1, 5, -1, 0, 0, -1, 9])}
+    batch = DomainBatch(xs, torch.randint(0, 10, (8,)), xt, pseudo=torch.tensor([3, -1, 5, -1, 0, 0, -1, 9]))
     hp = AdaptHParams(precision="fp32", channels_last=False, lambda_schedule="paper")
     after = []
     for aug in (None, xt, torch.randn(8, 3, 28, 28)):
         torch.manual_seed(1)
         algo = DANNPseudoLabel(DANNNet(), hp, total_steps=10)
-        algo.update(batch if aug is None else {**batch, "xt_aug": aug})
+        algo.update(dataclasses.replace(batch, xt_aug=aug))
         after.append(torch.cat([p.detach().flatten() for p in algo.net.classifier.parameters()]))
     torch.testing.assert_close(after[1], after[0])  # copies equal to xt: the same step
     assert (after[2] - after[0]).abs().max() > 1e-5  # other copies: another step
@@ -491,14 +554,14 @@ def test_pseudo_label_loss_reads_the_augmented_copies():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_dann_pl_trains_and_resumes_on_cuda(tmp_path):
     cfg = _tiny_cfg(precision="bf16", epochs=2)
-    hp = resolve_hparams(cfg)
     domains = _tiny_domains().to(torch.device("cuda"))
+    norms = _norms(domains, cfg)
     # one epoch, then --resume: the checkpoint (saved from CUDA, loaded to the CPU) goes back on the GPU
-    train_mode("dann+pl", dataclasses.replace(cfg, epochs=2), hp, domains, tmp_path, resume=False)
+    train_mode("dann+pl", cfg, domains, norms, tmp_path, resume=False)
     ckpt = tmp_path / "checkpoint.pt"
-    state = adapt_mod.torch_load(ckpt)
-    state["epoch"], state["history"] = 1, state["history"][:1]
-    adapt_mod.torch_save(state, ckpt)
-    m = train_mode("dann+pl", cfg, hp, domains, tmp_path, resume=True)
+    state = torch_load(ckpt)
+    state["loop"]["epoch"], state["loop"]["history"] = 1, state["loop"]["history"][:1]
+    torch_save(state, ckpt)
+    m = train_mode("dann+pl", cfg, domains, norms, tmp_path, resume=True)
     assert len(m["history"]) == 2 and 0 <= m["target_accuracy"] <= 1
     assert m["pseudo_label_rounds"][0]["count"] > 0

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "vislab.experiments.inspect",
     "vislab.experiments.transfer",
     "vislab.experiments.visualize",
+    "vislab.experiments.adapt_summary",
     "vislab.experiments.adapt",
     "vislab.experiments.gan",
     "vislab.reporting.html",

@@ -12,11 +12,9 @@ Schedules, with ``p`` the training progress in [0, 1]:
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 
-LambdaSchedule = Literal["paper", "course", "constant"]
 # gamma of the two named sigmoid schedules
 SCHEDULE_GAMMA = {"paper": 10.0, "course": 2.0}
 

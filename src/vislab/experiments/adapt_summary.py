@@ -1,0 +1,79 @@
+"""Tables of ``vislab adapt`` results: the modes of one run (its comparison.md), and the command
+``vislab adapt-summary`` (mean +- std over seeds of finished runs, per mode)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..config import RunConfig, add_command, option
+from ..errors import UserError
+from ..io import write_text
+from ..runs import Run
+from ..methods.dann import ALGORITHMS
+
+
+def comparison_table(results: dict[str, dict]) -> str:
+    lines = ["| mode | epochs | source acc | target acc (MNIST-M) | domain acc | steps/s |",
+             "|---|---|---|---|---|---|"]
+    for mode, m in results.items():
+        name = mode + (" (upper bound: uses target labels)" if m["upper_bound_uses_target_labels"] else "")
+        lines.append(f"| {name} | {m['epochs']} | {m['source_accuracy']:.4f} | {m['target_accuracy']:.4f} | "
+                     f"{m['domain_accuracy']:.3f} | {m['steps_per_second']} |")
+    return "\n".join(lines) + "\n"
+
+
+@dataclasses.dataclass
+class AdaptSummaryConfig(RunConfig):
+    runs: list[str] = option([], "finished `vislab adapt` run folders (any modes and seeds) to tabulate")
+
+
+def summarise_runs(paths: list[str]) -> tuple[dict, str]:
+    """Mean +- std (over seeds) of final accuracies per mode, from run folders' metrics.json."""
+    per_mode: dict[str, list[dict]] = {}
+    for p in paths:
+        f = Path(p) / "metrics.json"
+        if not f.is_file():
+            raise UserError(f"{p}: no metrics.json; give finished `vislab adapt` run folders")
+        m = json.loads(f.read_text())
+        seed = json.loads((Path(p) / "config.json").read_text()).get("seed") if (Path(p) / "config.json").is_file() else None
+        for mode, r in (m["modes"].items() if "modes" in m else [(m["mode"], m)]):
+            per_mode.setdefault(mode, []).append({**r, "seed": seed, "run": str(p)})
+    summary: dict[str, dict] = {}
+    lines = ["| mode | runs (seeds) | target acc (MNIST-M) mean +- std | source acc mean +- std | "
+             "min source acc over epochs |", "|---|---|---|---|---|"]
+    for mode in [m for m in ALGORITHMS if m in per_mode]:
+        rs = per_mode[mode]
+        t = np.array([r["target_accuracy"] for r in rs])
+        s_ = np.array([r["source_accuracy"] for r in rs])
+        summary[mode] = {"n": len(rs), "seeds": [r["seed"] for r in rs], "target_mean": t.mean(),
+                         "target_std": t.std(ddof=1) if len(t) > 1 else None, "source_mean": s_.mean(),
+                         "source_std": s_.std(ddof=1) if len(s_) > 1 else None,
+                         "min_source_accuracy": min(r["min_source_accuracy"] for r in rs),
+                         "target_accuracies": t.tolist(), "runs": [r["run"] for r in rs]}
+        v = summary[mode]
+
+        def pm(mean, std):
+            return f"{mean:.4f}" + (f" +- {std:.4f}" if std is not None else " (1 run)")
+        lines.append(f"| {mode} | {v['n']} ({', '.join(str(x) for x in v['seeds'])}) | "
+                     f"{pm(v['target_mean'], v['target_std'])} | {pm(v['source_mean'], v['source_std'])} | "
+                     f"{v['min_source_accuracy']:.4f} |")
+    return summary, "\n".join(lines) + "\n"
+
+
+def run_summary(cfg: AdaptSummaryConfig) -> int:
+    if not cfg.runs:
+        raise UserError("adapt-summary: give run folders with --runs DIR [DIR ...]")
+    summary, table = summarise_runs(cfg.runs)
+    with Run("adapt-summary", cfg) as run:
+        write_text(run.path("comparison.md"), table)
+        run.metrics.update({"modes": summary, "comparison_markdown": table})
+    print(table)
+    return 0
+
+
+def register(subparsers) -> None:
+    add_command(subparsers, "adapt-summary", AdaptSummaryConfig, run_summary,
+                help="table of `vislab adapt` runs: mean +- std over seeds per mode")

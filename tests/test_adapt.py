@@ -427,7 +427,9 @@ def test_cli_several_modes_table_and_tsne(tmp_path, monkeypatch):
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["modes"]) == {"source-only", "dann"}
     table = (out / "comparison.md").read_text()
-    assert "| source-only |" in table and "| dann |" in table
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in table.splitlines()[2:]}
+    assert set(rows) == {"source-only", "dann"}
+    assert float(rows["dann"][2]) == pytest.approx(metrics["modes"]["dann"]["target_accuracy"], abs=5e-5)
     for f in ("tsne_modes.png", "source-only/tsne.png", "dann/curves.png"):
         assert (out / f).is_file(), f
     assert metrics["target_accuracy"] == metrics["modes"]["dann"]["target_accuracy"]
@@ -436,6 +438,7 @@ def test_cli_several_modes_table_and_tsne(tmp_path, monkeypatch):
     summary = json.loads((tmp_path / "sum" / "metrics.json").read_text())["modes"]
     assert summary["dann"]["n"] == 2 and summary["dann"]["target_std"] == 0.0
     assert summary["dann"]["target_mean"] == pytest.approx(metrics["modes"]["dann"]["target_accuracy"])
+    assert "| 2 (0, 0) " in (tmp_path / "sum" / "comparison.md").read_text()
     assert main(["adapt-summary", "--runs", str(tmp_path / "nothing"), "--out", str(tmp_path / "s2")]) == 2
 
 

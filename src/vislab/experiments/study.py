@@ -60,23 +60,29 @@ class StudyConfig:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "study", help="answer the practical's 34 questions from one reproducible study (report.html, answers.json)",
-        description=__doc__.split("\n\n")[0] + " --config FILE: a YAML file with options of this command and/or "
-        "profile keys (roles:, seeds:) that extend or override the profile.")
-    add_config_arguments(parser, StudyConfig)
-    parser.set_defaults(handler=_from_args)
+    add_study_command(subparsers, "study", StudyConfig,
+                      "answer the practical's 34 questions from one reproducible study (report.html, answers.json)")
 
 
-def _from_args(args: argparse.Namespace) -> int:
-    given = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(StudyConfig)}}
+def add_study_command(subparsers, name: str, cfg_cls: type, help: str) -> None:
+    """A command that runs a study with ``cfg_cls`` (``vislab study``, and ``vislab demo`` = the quick one).
+    Its ``--config FILE`` may hold both options of the command and profile keys (roles:, seeds:)."""
+    parser = subparsers.add_parser(name, help=help, description=help + ". " + __doc__.split("\n\n")[1].replace(
+        "\n", " ") + " --config FILE: a YAML file with options of this command and/or profile keys (roles:, "
+        "seeds:) that extend or override the profile.")
+    add_config_arguments(parser, cfg_cls)
+    parser.set_defaults(handler=lambda args: _from_args(cfg_cls, args))
+
+
+def _from_args(cfg_cls: type, args: argparse.Namespace) -> int:
+    names = {f.name for f in dataclasses.fields(cfg_cls)}
+    given = {k: v for k, v in vars(args).items() if k in names}
     extra: dict[str, Any] = {}
     if getattr(args, "config", None):
         file_values = load_config_file(args.config)
-        names = {f.name for f in dataclasses.fields(StudyConfig)}
         extra = {k: v for k, v in file_values.items() if k not in names}
         given = {**{k: v for k, v in file_values.items() if k in names}, **given}
-    return study(build_config(StudyConfig, given), profile_override=extra)
+    return study(build_config(cfg_cls, given), profile_override=extra)
 
 
 def study(cfg: StudyConfig, profile_override: dict[str, Any] | None = None) -> int:

@@ -125,6 +125,8 @@ def test_report_is_light_and_organised_by_question(study_env):
     out = tmp / "study"
     main(["study", "--questions", "A1", "B8", "--config", str(config), "--out", str(out), "--no-download",
           "--device", "cpu"])
+    (out / "report.html").unlink()
+    assert main(["report", "--runs", str(out)]) == 0  # `vislab report` rebuilds a study's page from its folder
     html = (out / "report.html").read_text()
     md = (out / "report.md").read_text()
     for qid in ("A1", "B8"):

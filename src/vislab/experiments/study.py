@@ -18,27 +18,12 @@ from .. import __version__
 from ..config import add_config_arguments, build_config, load_config_file, option
 from ..errors import UserError
 from ..io import write_json
-from ..study.answer import answer_questions
+from ..study.report import report_study
 from ..study.data import PLACEHOLDERS, prepare_data
 from ..study.plan import plan_runs, select_questions
 from ..study.profile import load_profile
 from ..study.questions import ORDER, QUESTIONS
 from ..study.runner import is_finished, run_all
-
-# Headline numbers of the summary table: (measure, question, number recorded by its answer, reference).
-SUMMARY = (
-    ("VGG16 parameters", "A1", "params_total", "138,357,544 (89.4% in the FC layers)"),
-    ("transfer: features + LinearSVC, test accuracy", "A9", "accuracy",
-     "15-Scene, VGG16 relu7: 0.90-0.91; SIFT bag-of-words: 0.81"),
-    ("transfer: random weights, test accuracy", "A6", "random", "-"),
-    ("fooling success rate", "B5", "success_rate", "SqueezeNet: hay/quail -> stingray in ~10 iterations"),
-    ("source-only target accuracy (MNIST-M)", "C1", "source_only_target", "0.52-0.57"),
-    ("DANN target accuracy", "C1", "dann_target", "paper 0.7666; course > 0.73; reimplementations 0.72-0.87"),
-    ("DANN + pseudo-labels target accuracy", "C4", "pl_target", "trained on target labels: ~0.96"),
-    ("DCGAN FID (MNIST-classifier features)", "D2", "fid", "real-vs-real floor measured alongside"),
-    ("cDCGAN conditional accuracy", "D6", "conditional_accuracy", "-"),
-)
-
 
 @dataclasses.dataclass
 class StudyConfig:
@@ -108,23 +93,16 @@ def study(cfg: StudyConfig, profile_override: dict[str, Any] | None = None) -> i
         return 0
     root.mkdir(parents=True, exist_ok=True)
     outcomes = {o.key: o for o in run_all(unique, root, log=root / "study.log", resume=cfg.resume)}
-    by_role = {role: [outcomes[s.key] for s in ss] for role, ss in specs.items()}
-    notes = _role_notes(profile, data)
-    commands = {role: [s.command_line(str(root)) for s in ss] for role, ss in specs.items()}
-    answers = answer_questions(ids, root, by_role, problems, notes, commands)
-    from ..reporting.study_report import write_study_report
-
-    context = {"title": f"{len(ids)} question(s), profile {cfg.profile}", "profile": cfg.profile, "seeds": seeds,
-               "version": __version__, "substitutions": list(data.substitutions.values())}
-    paths = write_study_report(root, answers, _summary(answers), context)
-    write_json(root / "study.json", {"profile": cfg.profile, "questions": ids, "seeds": seeds,
-                                     "data": data.sources, "substitutions": data.substitutions,
-                                     "runs": [dataclasses.asdict(o) for o in outcomes.values()],
-                                     "problems": problems, "seconds": round(time.perf_counter() - t0, 1)})
-    answered = sum(a.status == "answered" for a in answers)
-    print(f"vislab study: {answered}/{len(answers)} questions answered in {time.perf_counter() - t0:.0f} s -> "
-          f"{paths['html']}", file=sys.stderr)
-    return 0 if answered == len(answers) else 1
+    write_json(root / "study.json", {
+        "profile": cfg.profile, "questions": ids, "seeds": seeds, "version": __version__,
+        "data": data.sources, "substitutions": data.substitutions, "notes": _role_notes(profile, data),
+        "roles": {role: [dataclasses.asdict(outcomes[s.key]) for s in ss] for role, ss in specs.items()},
+        "commands": {role: [s.command_line(str(root)) for s in ss] for role, ss in specs.items()},
+        "problems": problems, "seconds": round(time.perf_counter() - t0, 1)})
+    answered, total, page = report_study(root)
+    print(f"vislab study: {answered}/{total} questions answered in {time.perf_counter() - t0:.0f} s -> {page}",
+          file=sys.stderr)
+    return 0 if answered == total else 1
 
 
 def _check_folder(root: Path) -> None:
@@ -150,16 +128,3 @@ def _role_notes(profile: dict[str, Any], data) -> dict[str, list[str]]:
         text = str(spec.get("options", {}))
         notes[role] = [sentence for name, sentence in data.substitutions.items() if f"@{name}" in text]
     return notes
-
-
-def _summary(answers: list) -> list[dict[str, str]]:
-    by_id = {a.id: a for a in answers}
-    rows = []
-    for measure, qid, key, reference in SUMMARY:
-        a = by_id.get(qid)
-        if a is None or key not in a.numbers:
-            continue
-        v = a.numbers[key]
-        rows.append({"measure": measure, "question": qid, "reference": reference,
-                     "value": f"{v:,}" if isinstance(v, int) else f"{v:.3f}"})
-    return rows

@@ -97,7 +97,16 @@ section{border-top:2px solid #444;margin-top:2em}code{font-size:13px}"""
 
 
 def write_report(cfg: ReportConfig) -> int:
-    runs = find_runs(cfg.runs)
+    from ..study.report import is_study, report_study
+
+    studies = [Path(p) for p in cfg.runs if is_study(Path(p))]
+    if studies:  # a study folder: its own question-by-question page, rebuilt from its runs
+        for root in studies:
+            answered, total, page = report_study(root)
+            print(f"vislab: wrote {page} ({answered}/{total} questions answered)")
+        if len(studies) == len(cfg.runs):
+            return 0
+    runs = find_runs([p for p in cfg.runs if Path(p) not in studies])
     sections = [render_run(r, cfg.max_figures) for r in runs]
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>vislab report</title><style>{_STYLE}</style>"
             f"</head><body><h1>vislab report</h1><p>{len(runs)} run(s).</p>{''.join(sections)}</body></html>")

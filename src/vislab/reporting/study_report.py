@@ -22,6 +22,36 @@ PARTS = {
 }
 THUMB_WIDTH = 720
 
+# Headline numbers of the summary table: (measure, question, number recorded by its answer, reference).
+SUMMARY = (
+    ("VGG16 parameters", "A1", "params_total", "138,357,544 (89.4% in the FC layers)"),
+    ("transfer: features + LinearSVC, test accuracy", "A9", "accuracy",
+     "15-Scene, VGG16 relu7: 0.90-0.91; SIFT bag-of-words: 0.81"),
+    ("transfer: random weights, test accuracy", "A6", "random", "-"),
+    ("fooling success rate", "B5", "success_rate", "SqueezeNet: hay/quail -> stingray in ~10 iterations"),
+    ("source-only target accuracy (MNIST-M)", "C1", "source_only_target", "0.52-0.57"),
+    ("DANN target accuracy", "C1", "dann_target", "paper 0.7666; course > 0.73; reimplementations 0.72-0.87"),
+    ("DANN + pseudo-labels target accuracy", "C4", "pl_target", "trained on target labels: ~0.96"),
+    ("DCGAN FID (MNIST-classifier features)", "D2", "fid", "real-vs-real floor measured alongside"),
+    ("cDCGAN conditional accuracy", "D6", "conditional_accuracy", "-"),
+)
+
+
+
+
+def summary_rows(answers: list) -> list[dict[str, str]]:
+    """The summary table: each headline number an answer recorded, beside its published reference."""
+    by_id = {a.id: a for a in answers}
+    rows = []
+    for measure, qid, key, reference in SUMMARY:
+        a = by_id.get(qid)
+        if a is None or key not in a.numbers:
+            continue
+        v = a.numbers[key]
+        rows.append({"measure": measure, "question": qid, "reference": reference,
+                     "value": f"{v:,}" if isinstance(v, int) else f"{v:.3f}"})
+    return rows
+
 
 def answers_json(answers: list[Any]) -> list[dict[str, Any]]:
     """The contract of answers.json: one object per question, in order."""

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from vislab.config import RunConfig, add_command, build_config, option
-from vislab.errors import WeightsUnavailableError
+from vislab.errors import UserError, WeightsUnavailableError
 from vislab.io import write_json
 from vislab.models.backbones import Preprocess, build_backbone, imagenet_classes
 from vislab.models.taps import LayerTap
@@ -59,9 +59,9 @@ def test_config_precedence_defaults_file_cli(tmp_path):
 
 
 def test_config_rejects_unknown_and_bad_values(tmp_path):
-    with pytest.raises(ValueError, match="unknown option.*colour"):
+    with pytest.raises(UserError, match="unknown option.*colour"):
         build_config(ToyConfig, {"colour": 1})
-    with pytest.raises(ValueError, match="mode='c' must be one of"):
+    with pytest.raises(UserError, match="--mode 'c': choose one of a, b"):
         build_config(ToyConfig, {"mode": "c"})
     with pytest.raises(SystemExit):
         _parse(["--mode", "c"])
@@ -137,7 +137,7 @@ def test_existing_run_folder_is_not_overwritten_silently(tmp_path):
     out = tmp_path / "r"
     with Run("toy", ToyConfig(out=str(out))) as run:
         run.metrics["v"] = 1
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(UserError, match="--overwrite"):
         with Run("toy", ToyConfig(out=str(out))):
             pass
     with Run("toy", ToyConfig(out=str(out), overwrite=True)) as run:

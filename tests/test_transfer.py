@@ -491,4 +491,4 @@ def test_transfer_rejects_bad_options(tmp_path, capsys):
     assert main(["transfer", "--out", str(tmp_path / "x")]) == 2
     assert "--data DIR is required" in capsys.readouterr().err
     assert main(["transfer", "--data", str(tmp_path), "--c", "0", "--out", str(tmp_path / "y")]) == 2
-    assert "C must be positive" in capsys.readouterr().err
+    assert "--c 0.0: out of range" in capsys.readouterr().err

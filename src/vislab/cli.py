@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     retain_freed_memory()  # training steps reuse their activations' memory (see vislab.allocator)
     try:
         return int(args.handler(args) or 0)
-    except (UserError, FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"vislab {args.command}: error: {e}", file=sys.stderr)
+    except UserError as e:  # anything else is a bug and keeps its traceback (vislab.errors)
+        print(f"vislab {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except Paused as e:  # a time / step limit was reached on purpose; the checkpoint is kept
         print(f"vislab {args.command}: {e}", file=sys.stderr)

@@ -11,11 +11,20 @@ While it runs, the folder is ``DIR.partial``; it is renamed to ``DIR`` only afte
 the manifest last, has been written, so an interrupted run never looks complete. Training
 experiments keep their checkpoints (``checkpoint*``) in ``DIR.partial`` so that ``--resume`` can
 continue; a failed run without a checkpoint leaves nothing behind.
+
+What is never lost (every check runs before anything on disk changes):
+
+- a checkpoint in ``DIR.partial`` is discarded only with ``--overwrite``; without ``--resume`` the
+  run is refused and the message says how to continue it;
+- ``--resume`` continues only a run made with the same options (:func:`vislab.config.resume_identity`);
+  a changed option is refused by name;
+- ``--overwrite`` replaces only a vislab run folder (one with ``manifest.json``) or an empty one.
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import json
 import os
 import platform
 import random
@@ -27,8 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import config_to_dict
-from .io import save_figure, write_json
+from .config import check_same_options, config_to_dict, resume_identity
+from .errors import CorruptFileError, MalformedRunError, UserError
+from .io import ensure_dir, output_error, save_figure, write_json, writing
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -40,7 +50,7 @@ def resolve_device(name: str = "auto"):
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
+        raise UserError("--device cuda: no CUDA GPU is visible to PyTorch; use --device cpu or --device auto")
     if name not in ("cpu", "cuda"):
         raise ValueError(f"--device {name!r}: use auto, cpu or cuda")
     return torch.device(name)
@@ -85,6 +95,31 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
+def _non_empty(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def _has_checkpoint(folder: Path) -> bool:
+    """Whether ``folder`` (or a sub-folder: one per mode of ``vislab adapt``) holds a checkpoint."""
+    return folder.is_dir() and any(folder.rglob("checkpoint*"))
+
+
+def read_run_json(path: str | Path, required: bool = True) -> dict[str, Any]:
+    """A run's JSON object (metrics, manifest, config): strict JSON, or older files with bare NaN
+    (Python's json reads both). A missing optional file is ``{}``; an unreadable one is a
+    :class:`MalformedRunError` naming it."""
+    path = Path(path)
+    if not required and not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise MalformedRunError(f"{path}: cannot be read as JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise MalformedRunError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
 def default_run_dir(experiment: str, root: str | Path = "runs") -> Path:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = Path(root) / experiment / stamp
@@ -117,48 +152,97 @@ class Run:
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> "Run":
-        if self.final_dir.exists() and any(self.final_dir.iterdir()) and not self.overwrite:
-            raise FileExistsError(
-                f"run folder {self.final_dir} already exists; choose another --out or pass --overwrite"
-            )
-        if self.dir.exists():
-            if self.resume:
-                self.resumed = True
-            else:
-                print(f"vislab: discarding the incomplete run left in {self.dir} (use --resume to continue it)",
-                      file=sys.stderr)
-                shutil.rmtree(self.dir)
+        discard = self._check_folders()  # every refusal happens before anything on disk changes
+        if discard:
+            print(f"vislab: discarding the incomplete run left in {self.dir}", file=sys.stderr)
+            shutil.rmtree(self.dir)
+        elif self.dir.exists():
+            self.resumed = True
         elif self.resume:
             print(f"vislab: nothing to resume in {self.dir}; starting a new run", file=sys.stderr)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.dir, where="--out")
         seed_everything(self.seed)
         self._t0 = time.perf_counter()
         self._started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        write_json(self.dir / "config.json", config_to_dict(self.cfg) if dataclasses.is_dataclass(self.cfg) else self.cfg)
+        try:
+            self.save_json("config.json", config_to_dict(self.cfg) if dataclasses.is_dataclass(self.cfg) else self.cfg)
+        except BaseException as e:  # e.g. a full disk: clean up as for a failure inside the block
+            self._failed(e)
+            raise
         return self
+
+    def _check_folders(self) -> bool:
+        """Refuse what must not be replaced (:class:`UserError`); return whether the incomplete run
+        in ``self.dir`` is to be discarded."""
+        final, partial = self.final_dir, self.dir
+        for folder in (final, partial):
+            if folder.exists() and not folder.is_dir():
+                raise UserError(f"--out {final}: {folder} is a file, not a folder; choose another --out")
+        if _non_empty(final):
+            if not self.overwrite:
+                raise UserError(f"run folder {final} already exists; choose another --out or pass --overwrite")
+            if not (final / "manifest.json").is_file():
+                raise UserError(f"--overwrite: {final} is not a vislab run folder (no manifest.json) and is not "
+                                f"empty; vislab replaces only its own runs: choose another --out or empty it yourself")
+        if not partial.exists():
+            return False
+        if _non_empty(partial) and not (partial / "config.json").is_file():
+            raise UserError(f"{partial} is not an incomplete vislab run (no config.json); choose another --out "
+                            f"or remove that folder yourself")
+        has_checkpoint = _has_checkpoint(partial)
+        if self.resume and dataclasses.is_dataclass(self.cfg) and (partial / "config.json").is_file():
+            try:
+                saved = read_run_json(partial / "config.json")
+                check_same_options(saved, resume_identity(self.cfg), f"the incomplete run in {partial}")
+            except UserError as e:
+                if not self.overwrite:
+                    if isinstance(e, MalformedRunError):
+                        raise MalformedRunError(f"{e}; the run cannot be resumed: start over with --overwrite") from e
+                    raise
+                return True  # --resume --overwrite: continue the same run, else start over
+        if self.resume:
+            return False
+        if has_checkpoint and not self.overwrite:
+            raise UserError(f"{partial} holds the checkpoint of an interrupted run: continue it with --resume "
+                            f"(same options), or discard it with --overwrite")
+        return True
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
-            # A folder with a checkpoint can be continued with --resume; anything else is useless
-            # and would only be mistaken for results, so it goes.
-            if any(self.dir.glob("checkpoint*")):
-                print(f"vislab: run interrupted; its checkpoint is kept in {self.dir} (continue with --resume)",
-                      file=sys.stderr)
-            else:
-                shutil.rmtree(self.dir, ignore_errors=True)
+            self._failed(exc)
             return
-        self.finish()
+        try:
+            self.finish()
+        except BaseException as e:
+            self._failed(e)
+            raise
+
+    def _failed(self, exc: BaseException) -> None:
+        """Clean up after ``exc``; re-raise it as an :class:`OutputError` if it is a write failure the user can fix."""
+        if self.dir == self.final_dir:  # already renamed: the run is complete, keep it
+            return
+        # A folder with a checkpoint can be continued with --resume; anything else is useless
+        # and would only be mistaken for results, so it goes.
+        if not _has_checkpoint(self.dir):
+            shutil.rmtree(self.dir, ignore_errors=True)
+        elif not isinstance(exc, CorruptFileError):  # its message already says to start over
+            print(f"vislab: run interrupted; its checkpoint is kept in {self.dir}: continue it with the same "
+                  f"command and options plus --resume", file=sys.stderr)
+        err = output_error(exc, exc.filename if isinstance(exc, OSError) and exc.filename else self.dir, "--out")
+        if err is not None:
+            raise err from exc
 
     def finish(self) -> Path:
         write_json(self.dir / "metrics.json", self.metrics)
         write_json(self.dir / "manifest.json", self.manifest())
-        if self.final_dir.exists():  # only reachable with --overwrite (checked on entry)
-            trash = self.final_dir.with_name(self.final_dir.name + f".old-{os.getpid()}")
-            os.replace(self.final_dir, trash)
-            os.replace(self.dir, self.final_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(self.dir, self.final_dir)
+        with writing(self.final_dir, "--out"):
+            if self.final_dir.exists():  # only reachable with --overwrite (checked on entry)
+                trash = self.final_dir.with_name(self.final_dir.name + f".old-{os.getpid()}")
+                os.replace(self.final_dir, trash)
+                os.replace(self.dir, self.final_dir)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                os.replace(self.dir, self.final_dir)
         self.dir = self.final_dir
         print(f"vislab: wrote {self.final_dir}", file=sys.stderr)
         return self.final_dir

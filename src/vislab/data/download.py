@@ -16,16 +16,14 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import UserError
-from ..io import atomic_path
+from ..io import atomic_path, ensure_dir
 from ..progress import progress
 
 
 def cache_dir(*parts: str) -> Path:
     """vislab's cache folder: ``$VISLAB_CACHE``, else ``~/.cache/vislab`` (created)."""
     root = Path(os.environ.get("VISLAB_CACHE", Path.home() / ".cache" / "vislab"))
-    path = root.joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return ensure_dir(root.joinpath(*parts), where="$VISLAB_CACHE")
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

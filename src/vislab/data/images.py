@@ -1,8 +1,11 @@
 """Reading image files of any mode into RGB, and finding image files under paths."""
 from __future__ import annotations
 
+import contextlib
+import struct
+import zlib
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -40,21 +43,36 @@ def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255))
     return img.convert("RGB")
 
 
+# What PIL raises on a file it cannot decode: not an image, truncated, corrupt (its plugins raise
+# any of these), or a "decompression bomb" whose declared size exceeds Image.MAX_IMAGE_PIXELS twice.
+DECODE_ERRORS = (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError,
+                 EOFError, struct.error, zlib.error)
+
+
+@contextlib.contextmanager
+def reading(path: str | Path) -> Iterator[None]:
+    """Run a block that decodes the image file ``path``: any decoding failure becomes an
+    :class:`ImageReadError` naming the file, so a caller can report it and go on with the others."""
+    try:
+        yield
+    except FileNotFoundError as e:
+        raise ImageReadError(f"{path}: no such file") from e
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(f"{path}: refused, too many pixels for an image ({e})") from e
+    except DECODE_ERRORS as e:
+        raise ImageReadError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
+
+
 def load_image(path: str | Path, keep_grayscale: bool = False) -> Image.Image:
     """Open ``path`` and return an RGB image (8-bit greyscale stays "L" with ``keep_grayscale``: a
     caller that resizes can repeat the channel afterwards, at a third of the cost); raise
     :class:`ImageReadError` naming the file."""
     path = Path(path)
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if keep_grayscale and img.mode == "L":
-                return ImageOps.exif_transpose(img)
-            return to_rgb(img)
-    except FileNotFoundError as e:
-        raise ImageReadError(f"{path}: no such file") from e
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise ImageReadError(f"{path}: cannot read image ({e})") from e
+    with reading(path), Image.open(path) as img:
+        img.load()
+        if keep_grayscale and img.mode == "L":
+            return ImageOps.exif_transpose(img)
+        return to_rgb(img)
 
 
 def find_images(paths: Iterable[str | Path]) -> list[Path]:

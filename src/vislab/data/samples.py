@@ -56,7 +56,7 @@ class SampleOptions:
                                    "files (X uint8 NHWC, y labels)")
     samples: Literal["foolbox"] | None = option(None, "a labelled offline sample set: 'foolbox' = the 20 ImageNet "
                                                       "photos shipped in the foolbox==3.3.4 package")
-    limit: int | None = option(None, "use only the first LIMIT images")
+    limit: int | None = option(None, "use only the first LIMIT images", min=1)
     resize: Literal["crop", "squash"] = option("crop", "fit images to the model: 'crop' = resize + centre crop, "
                                                        "'squash' = resize to a square; images already at the "
                                                        "model's input size are used as they are")
@@ -158,8 +158,6 @@ def load_samples(opts: SampleOptions) -> SampleSet:
         out.labels += s.labels
         out.names += s.names
     if opts.limit is not None:
-        if opts.limit < 1:
-            raise UserError(f"--limit {opts.limit}: must be at least 1")
         out = SampleSet(out.images[:opts.limit], out.labels[:opts.limit], out.names[:opts.limit], out.source)
     if not out.images:
         raise UserError(f"no images found in {out.source}")

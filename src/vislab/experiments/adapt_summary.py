@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ from ..config import RunConfig, add_command, option
 from ..errors import UserError
 from ..io import write_text
 from ..reporting.tables import markdown_table
-from ..runs import Run
+from ..runs import Run, read_run_json
 from ..methods.dann import ALGORITHMS
 
 
@@ -43,9 +42,9 @@ def read_mode_results(paths: list[str]) -> dict[str, list[dict]]:
         f = Path(p) / "metrics.json"
         if not f.is_file():
             raise UserError(f"{p}: no metrics.json; give finished `vislab adapt` run folders")
-        m = json.loads(f.read_text())
+        m = read_run_json(f)
         config = Path(p) / "config.json"
-        seed = json.loads(config.read_text()).get("seed") if config.is_file() else None
+        seed = read_run_json(config, required=False).get("seed")
         for mode, r in (m["modes"].items() if "modes" in m else [(m["mode"], m)]):
             per_mode.setdefault(mode, []).append({**r, "seed": seed, "run": str(p)})
     return per_mode

@@ -16,7 +16,6 @@ continues an interrupted run exactly where it stopped.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -28,10 +27,10 @@ import torch
 from ..config import RunConfig, add_command, build_config, config_from_args, option
 from ..errors import UserError
 from ..data.download import cache_dir
-from ..io import atomic_path, torch_load, torch_save, write_json, write_text
+from ..io import atomic_path, load_checkpoint, torch_load, torch_save, write_json, write_text
 from ..precision import amp_dtype
 from ..progress import progress
-from ..runs import PARTIAL_SUFFIX, Run
+from ..runs import PARTIAL_SUFFIX, Run, read_run_json
 
 MODELS = ("dcgan", "cdcgan")
 
@@ -42,31 +41,31 @@ class GanConfig(RunConfig):
 
     model: Literal["dcgan", "cdcgan"] = option("dcgan", "dcgan (unconditional) or cdcgan (conditioned on the digit)")
     data_root: str | None = option(None, "folder with the MNIST IDX files (default: download into the vislab cache)")
-    epochs: int = option(5, "passes over the training set")
-    batch_size: int = option(128, "images per batch")
-    nz: int = option(100, "size of the noise vector z ~ N(0, I)")
-    ngf: int = option(32, "generator width (DCGAN: 4ngf-2ngf-ngf channels; cDCGAN: 8ngf per branch)")
-    ndf: int = option(32, "discriminator width (DCGAN: ndf-2ndf-4ndf channels; cDCGAN: 2ndf per branch)")
-    lr_d: float = option(2e-4, "Adam learning rate of the discriminator")
-    lr_g: float = option(5e-4, "Adam learning rate of the generator")
-    beta1: float = option(0.5, "Adam beta1")
-    beta2: float = option(0.999, "Adam beta2")
+    epochs: int = option(5, "passes over the training set", min=1)
+    batch_size: int = option(128, "images per batch", min=1)
+    nz: int = option(100, "size of the noise vector z ~ N(0, I)", min=1)
+    ngf: int = option(32, "generator width (DCGAN: 4ngf-2ngf-ngf channels; cDCGAN: 8ngf per branch)", min=1)
+    ndf: int = option(32, "discriminator width (DCGAN: ndf-2ndf-4ndf channels; cDCGAN: 2ndf per branch)", min=1)
+    lr_d: float = option(2e-4, "Adam learning rate of the discriminator", min=0, min_exclusive=True)
+    lr_g: float = option(5e-4, "Adam learning rate of the generator", min=0, min_exclusive=True)
+    beta1: float = option(0.5, "Adam beta1", min=0, max=1, max_exclusive=True)
+    beta2: float = option(0.999, "Adam beta2", min=0, max=1, max_exclusive=True)
     g_loss: Literal["non-saturating", "minimax"] = option(
         "non-saturating", "generator loss: non-saturating -log D(G(z)) or the 'true' minimax log(1 - D(G(z)))")
     init: Literal["custom", "default"] = option(
         "custom", "weights: custom = DCGAN init N(0, 0.02), BatchNorm N(1, 0.02); default = PyTorch's")
     image_size: Literal[32, 64] = option(32, "image size; 64 adds one block to G and D")
-    train_size: int = option(0, "use only the first N training images (0 = all 60,000); for quick tries")
-    grid_every: int = option(200, "save a grid of G(z_test) every N batches (0 = only at epoch ends)")
-    eval_samples: int = option(10000, "generated (and real) images for FID / KID / conditional accuracy")
+    train_size: int = option(0, "use only the first N training images (0 = all 60,000); for quick tries", min=0)
+    grid_every: int = option(200, "save a grid of G(z_test) every N batches (0 = only at epoch ends)", min=0, resume_safe=True)
+    eval_samples: int = option(10000, "generated (and real) images for FID / KID / conditional accuracy", min=2)
     precision: Literal["bf16", "fp32"] = option(
         "bf16", "bf16 = autocast the networks to bfloat16 (losses stay float32); fp32 = plain float32")
-    classifier_epochs: int = option(3, "epochs of the MNIST classifier whose features FID/KID use (cached)")
+    classifier_epochs: int = option(3, "epochs of the MNIST classifier whose features FID/KID use (cached)", min=1)
     resume: bool = option(False, "continue the interrupted run left in OUT.partial from its last checkpoint")
     max_minutes: float = option(0.0, "stop training after this many minutes, keeping a checkpoint for --resume "
-                                     "(0 = no limit)")
+                                     "(0 = no limit)", min=0, resume_safe=True)
     stop_after_batches: int = option(0, "stop after this many batches in total, keeping a checkpoint for "
-                                        "--resume (0 = train to the end)")
+                                        "--resume (0 = train to the end)", min=0, resume_safe=True)
 
 
 @dataclass
@@ -74,8 +73,8 @@ class SampleConfig(RunConfig):
     """``vislab gan sample``: a grid from a trained generator."""
 
     run: str | None = option(None, "training run folder (or its generator.pt) to sample from")
-    num: int = option(64, "DCGAN: number of samples in the grid")
-    columns: int = option(10, "cDCGAN: number of noise vectors (columns); rows are the 10 classes")
+    num: int = option(64, "DCGAN: number of samples in the grid", min=1)
+    columns: int = option(10, "cDCGAN: number of noise vectors (columns); rows are the 10 classes", min=1)
     precision: Literal["bf16", "fp32"] = option("fp32", "precision of the generator")
 
 
@@ -84,9 +83,9 @@ class InterpolateConfig(RunConfig):
     """``vislab gan interpolate``: strips alpha*z1 + (1-alpha)*z2 from a trained generator."""
 
     run: str | None = option(None, "training run folder (or its generator.pt)")
-    pairs: int = option(8, "number of (z1, z2) pairs, one strip (row) each")
-    steps: int = option(10, "images per strip, alpha going from 1 (z1) to 0 (z2)")
-    label: int = option(-1, "cDCGAN: class of every strip (-1 = strip i shows class i mod 10)")
+    pairs: int = option(8, "number of (z1, z2) pairs, one strip (row) each", min=1)
+    steps: int = option(10, "images per strip, alpha going from 1 (z1) to 0 (z2)", min=2)
+    label: int = option(-1, "cDCGAN: class of every strip (-1 = strip i shows class i mod 10)", min=-1, max=9)
     precision: Literal["bf16", "fp32"] = option("fp32", "precision of the generator")
 
 
@@ -112,10 +111,10 @@ class CompareConfig(RunConfig):
     model: Literal["dcgan", "cdcgan"] = option("dcgan", "model of every variant")
     variants: list[str] = option(["default", "minimax", "nz10", "nz1000"],
                                  f"variants to train (finished ones are reused): {', '.join(VARIANTS)}")
-    epochs: int = option(5, "epochs of every variant")
-    eval_samples: int = option(10000, "images for FID / KID")
+    epochs: int = option(5, "epochs of every variant", min=1)
+    eval_samples: int = option(10000, "images for FID / KID", min=2)
     precision: Literal["bf16", "fp32"] = option("bf16", "precision of every variant")
-    train_size: int = option(0, "use only the first N training images (0 = all)")
+    train_size: int = option(0, "use only the first N training images (0 = all)", min=0)
 
 
 class _Paused(Exception):
@@ -252,7 +251,7 @@ def train_gan(cfg: GanConfig, run: Run) -> dict[str, Any]:
 
     ckpt_path = run.path("checkpoint.pt")
     if run.resumed and ckpt_path.is_file():
-        ck = torch_load(ckpt_path)
+        ck = load_checkpoint(ckpt_path)
         if ck["config"] != _train_identity(cfg):
             raise UserError(f"--resume: the checkpoint in {run.dir} was made with other training options "
                             f"({ck['config']}); rerun without --resume or with the same options")
@@ -493,8 +492,8 @@ def comparison_rows(folders: dict[str, Path]) -> list[dict[str, Any]]:
     """One row per finished run folder: its settings and its numbers."""
     rows = []
     for name, folder in folders.items():
-        m = json.loads((folder / "metrics.json").read_text())
-        c = json.loads((folder / "config.json").read_text())
+        m = read_run_json(folder / "metrics.json")
+        c = read_run_json(folder / "config.json")
         last = m.get("last_epoch_mean", {})
         rows.append({
             "variant": name, "g_loss": c["g_loss"], "nz": c["nz"], "ngf/ndf": f"{c['ngf']}/{c['ndf']}",

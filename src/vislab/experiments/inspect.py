@@ -9,8 +9,8 @@ from typing import Literal
 import torch
 
 from ..config import RunConfig, add_command, option
-from ..data.images import find_images, load_image
-from ..errors import ImageReadError
+from ..data.images import IMAGE_SUFFIXES, find_images, load_image
+from ..errors import ImageReadError, UserError
 from ..models.backbones import Backbone, BackboneOptions, build_backbone, imagenet_classes
 from ..models.summary import format_table, layer_table, params_by_type
 from ..models.taps import LayerTap
@@ -21,11 +21,11 @@ from ..runs import Run
 @dataclasses.dataclass
 class InspectConfig(BackboneOptions, RunConfig):
     images: list[str] = option([], "image files or folders to classify (any PIL-readable format and mode)")
-    top_k: int = option(5, "how many classes to list per image", short="-k")
-    batch_size: int = option(16, "images per forward pass")
+    top_k: int = option(5, "how many classes to list per image", short="-k", min=1, max=1000)
+    batch_size: int = option(16, "images per forward pass", min=1)
     resize: Literal["crop", "squash"] = option(
         "crop", "crop: resize the shorter side then centre-crop (ImageNet evaluation); squash: resize to a square")
-    max_maps: int = option(64, "at most this many first-layer activation maps per image")
+    max_maps: int = option(64, "at most this many first-layer activation maps per image", min=1)
 
 
 def register(subparsers) -> None:
@@ -34,10 +34,10 @@ def register(subparsers) -> None:
 
 
 def inspect(cfg: InspectConfig) -> int:
-    if cfg.top_k < 1 or cfg.top_k > 1000:
-        raise ValueError(f"--top-k {cfg.top_k}: use a number from 1 to 1000")
-    if cfg.batch_size < 1:
-        raise ValueError(f"--batch-size {cfg.batch_size}: use a positive number")
+    paths = find_images(cfg.images)
+    if cfg.images and not paths:
+        raise UserError(f"--images {' '.join(cfg.images)}: no image files found "
+                        f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))}); give image files or folders holding some")
     with Run("inspect", cfg) as run:
         backbone = build_backbone(cfg.model, cfg.weights, run.device)
         size = backbone.preprocess.input_size
@@ -59,18 +59,17 @@ def inspect(cfg: InspectConfig) -> int:
             output_size=rows[-1].output_shape[-1] if rows[-1].output_shape else None,
         )
         failed = 0
-        if cfg.images:
-            failed = _predict(run, backbone, cfg)
+        if paths:
+            failed = _predict(run, backbone, cfg, paths)
     return 1 if failed else 0
 
 
-def _predict(run: Run, backbone: Backbone, cfg: InspectConfig) -> int:
+def _predict(run: Run, backbone: Backbone, cfg: InspectConfig, paths: list) -> int:
     """Top-k predictions and first-conv maps for every readable image; returns the failures."""
     transform = backbone.preprocess.pixel_transform(cfg.resize)
     model = backbone.pixel_model().to(run.device)
     tap = LayerTap(model, [backbone.first_conv_path(), ""], root=backbone.net, stop_early=False)
     classes = imagenet_classes()
-    paths = find_images(cfg.images)
     predictions, errors = [], []
     for start in progress(range(0, len(paths), cfg.batch_size), desc="predict", unit="batch"):
         chunk, pixels = [], []

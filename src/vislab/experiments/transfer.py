@@ -22,7 +22,7 @@ from ..data.image_files import bad_image_error, image_loader
 from ..data.scenes import ImageList, load_image_folder
 from ..errors import UserError
 from ..feature_cache import extract_features
-from ..io import torch_load, torch_save, write_text
+from ..io import load_checkpoint, torch_save, write_text
 from ..methods import linear
 from ..methods.features import FeatureExtractor
 from ..models.backbones import BackboneOptions, build_backbone
@@ -233,7 +233,7 @@ def _finetune(cfg: TransferConfig, run: Run, v: dict, train: ImageList, test: Im
     ckpt = run.path(f"checkpoint-finetune-{index}.pt")
     start, hist = 0, None
     if cfg.resume and ckpt.is_file():
-        state = torch_load(ckpt)
+        state = load_checkpoint(ckpt)
         net.load_state_dict(state["net"])
         opt.load_state_dict(state["opt"])
         start, hist = state["epoch"], state["history"]

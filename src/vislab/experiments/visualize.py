@@ -33,31 +33,33 @@ Precision = Literal["fp32", "bf16"]
 
 @dataclasses.dataclass
 class _Common(SampleOptions, BackboneOptions, RunConfig):
-    batch_size: int = option(20, "images per forward/backward pass")
+    batch_size: int = option(20, "images per forward/backward pass", min=1)
 
 
 @dataclasses.dataclass
 class SaliencyConfig(_Common):
     target: int | None = option(None, "class whose logit is differentiated for every image "
-                                      "(default: each image's true label when known, else its predicted class)")
+                                      "(default: each image's true label when known, else its predicted class)",
+                                min=0)
     space: Literal["normalized", "pixel"] = option(
         "normalized", "gradient w.r.t. the normalised image (course) or w.r.t. the [0,1] pixels")
 
 
 @dataclasses.dataclass
 class FoolConfig(_Common):
-    target: int = option(6, "target class (6 = stingray)")
+    target: int = option(6, "target class (6 = stingray)", min=0)
     batch_size: int | None = option(None, "images fooled together (each stops on its own); default: 5 on a CPU "
                                        "(fastest on 2 cores: larger batches are slower per image there), 64 on a "
                                        "GPU (benchmarks/fooling.py, 20 photos on an H100: one batch 5.1x faster "
-                                       "than the one-image loop, batches of 5 2.2x)")
-    learning_rate: float = option(1.0, "step length of x <- x + lr * g / ||g||_2 (course: 1, on the normalised image)")
-    max_iterations: int = option(100, "most gradient steps per image")
+                                       "than the one-image loop, batches of 5 2.2x)", min=1)
+    learning_rate: float = option(1.0, "step length of x <- x + lr * g / ||g||_2 (course: 1, on the normalised image)",
+                                  min=0, min_exclusive=True)
+    max_iterations: int = option(100, "most gradient steps per image", min=0)
     step_space: Literal["normalized", "pixel"] = option(
         "normalized", "space whose gradient and L2 norm define the step: 'normalized' reproduces the course, "
                       "'pixel' takes steps of L2 length lr in [0,1] pixel units")
     margin: float = option(0.0, "keep stepping until the target logit leads every other logit by MARGIN "
-                                "(0 = the course's rule: stop as soon as the prediction is the target)")
+                                "(0 = the course's rule: stop as soon as the prediction is the target)", min=0)
     uint8_stop: bool = option(True, "stop an image only when it also fools once rounded to 8 bits (as saved to PNG); "
                                     "--no-uint8-stop is the course's rule (float image only), which leaves some "
                                     "images fooling so barely that saving them undoes it")
@@ -66,22 +68,24 @@ class FoolConfig(_Common):
 
 @dataclasses.dataclass
 class ClassVizConfig(BackboneOptions, RunConfig):
-    target: list[int] = option([76], "class(es) to visualise, one image each (76 = tarantula)")
+    target: list[int] = option([76], "class(es) to visualise, one image each (76 = tarantula)", min=0)
     init_image: str | None = option(None, "start from this image instead of random noise")
     resize: Literal["crop", "squash"] = option("crop", "how --init-image is fitted to the model's input size")
-    image_size: int | None = option(None, "side of the image from noise (default: the model's input size)")
-    learning_rate: float = option(5.0, "gradient-ascent step on the normalised image (course: 5)")
-    l2_reg: float = option(1e-3, "weight of ||x_norm||^2 in the objective (course: 1e-3)")
-    iterations: int = option(200, "gradient-ascent steps")
-    blur_every: int = option(10, "Gaussian blur (sigma 0.5) every this many steps (0: never)")
-    max_jitter: int = option(16, "random roll of up to this many pixels before each step, undone after it")
-    show_every: int = option(25, "keep a snapshot every this many steps")
+    image_size: int | None = option(None, "side of the image from noise (default: the model's input size)", min=1)
+    learning_rate: float = option(5.0, "gradient-ascent step on the normalised image (course: 5)",
+                                  min=0, min_exclusive=True)
+    l2_reg: float = option(1e-3, "weight of ||x_norm||^2 in the objective (course: 1e-3)", min=0)
+    iterations: int = option(200, "gradient-ascent steps", min=1)
+    blur_every: int = option(10, "Gaussian blur (sigma 0.5) every this many steps (0: never)", min=0)
+    max_jitter: int = option(16, "random roll of up to this many pixels before each step, undone after it", min=0)
+    show_every: int = option(25, "keep a snapshot every this many steps", min=0)
     batch_size: int = option(3, "images optimised together (targets, sweep settings); results do not depend on "
-                                "it. Small batches are fastest on a 2-core CPU, use 16+ on a GPU")
+                                "it. Small batches are fastest on a 2-core CPU, use 16+ on a GPU", min=1)
     sweep: bool = option(False, "also run a sweep over --sweep-learning-rates x --sweep-l2-regs (first target), "
                                 "drawn as one grid with the snapshots as columns (the iterations axis)")
-    sweep_learning_rates: list[float] = option([1.0, 5.0, 25.0], "learning rates of the sweep")
-    sweep_l2_regs: list[float] = option([1e-4, 1e-3, 1e-2], "l2_reg values of the sweep")
+    sweep_learning_rates: list[float] = option([1.0, 5.0, 25.0], "learning rates of the sweep",
+                                               min=0, min_exclusive=True)
+    sweep_l2_regs: list[float] = option([1e-4, 1e-3, 1e-2], "l2_reg values of the sweep", min=0)
     precision: Precision = option("fp32", "network arithmetic: fp32, or bf16 autocast (faster on CPUs with AMX)")
 
 
@@ -108,8 +112,6 @@ def _pixel_model(backbone, device, precision: str = "fp32", fold_bn: bool = True
 
 
 def _setup(run: Run, cfg: _Common):
-    if cfg.batch_size < 1:
-        raise UserError(f"--batch-size {cfg.batch_size}: use a positive number")
     backbone = build_backbone(cfg.model, cfg.weights, run.device)
     samples = load_samples(cfg)
     x = to_batch(samples.images, backbone.preprocess, cfg.resize)
@@ -149,9 +151,15 @@ def _png_roundtrip(img: torch.Tensor) -> tuple[bytes, torch.Tensor]:
 # --- saliency ---------------------------------------------------------------------------------
 
 def saliency(cfg: SaliencyConfig) -> int:
+    if cfg.target is not None:
+        _check_class("target", cfg.target, len(imagenet_classes()))
     with Run("saliency", cfg) as run:
         backbone, model, samples, x = _setup(run, cfg)
         labels = [cfg.target if cfg.target is not None else lab for lab in samples.labels]
+        for name, lab in zip(samples.names, labels):
+            if lab is not None and not 0 <= lab < len(imagenet_classes()):
+                raise UserError(f"{name}: label {lab} is not an ImageNet class index (0 to 999); fix the labels "
+                                f"or pass --target")
         wanted = torch.tensor([-1 if lab is None else lab for lab in labels], dtype=torch.long)
         maps, classes, logits = [], [], []
         t0 = time.perf_counter()
@@ -169,8 +177,7 @@ def saliency(cfg: SaliencyConfig) -> int:
             results.append({
                 "image": name, "label": samples.labels[i], "label_name": _class_name(samples.labels[i]),
                 "class": k, "class_name": _class_name(k),
-                "class_source": ("target" if cfg.target is not None
-                                 else "label" if samples.labels[i] is not None else "predicted"),
+                "class_source": ("predicted" if wanted[i] < 0 else "target" if cfg.target is not None else "label"),
                 "predicted": pred, "predicted_name": _class_name(pred),
                 "probability": float(probs[i, k]), "map_max": float(maps_t[i].max()),
             })
@@ -209,8 +216,6 @@ def _draw_saliency(run: Run, x: torch.Tensor, maps: torch.Tensor, results: list[
 # --- fooling ----------------------------------------------------------------------------------
 
 def fool_images(cfg: FoolConfig) -> int:
-    if cfg.learning_rate <= 0 or cfg.max_iterations < 0 or cfg.margin < 0:
-        raise UserError("--learning-rate must be > 0, --max-iterations and --margin >= 0")
     if cfg.batch_size is None:  # resolved here so that config.json records the size used
         gpu = cfg.device != "cpu" and torch.cuda.is_available()
         cfg = dataclasses.replace(cfg, batch_size=64 if gpu else 5)
@@ -314,8 +319,6 @@ def _draw_fooling(run: Run, orig: torch.Tensor, fooled: torch.Tensor, r: dict, t
 # --- class visualisation ----------------------------------------------------------------------
 
 def classviz(cfg: ClassVizConfig) -> int:
-    if cfg.iterations < 1 or cfg.batch_size < 1 or min(cfg.blur_every, cfg.max_jitter, cfg.show_every) < 0:
-        raise UserError("--iterations and --batch-size must be >= 1; --blur-every, --max-jitter, --show-every >= 0")
     if not cfg.target:
         raise UserError("--target: give at least one class index (e.g. 76 tarantula)")
     with Run("classviz", cfg) as run:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
-import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from ..config import add_command, option
-from ..errors import UserError
+from ..errors import MalformedRunError, UserError
 from ..io import write_text
+from ..runs import read_run_json
 from .findings import findings_for
 
 
@@ -24,7 +25,7 @@ class ReportConfig:
     runs: list[str] = option([], "run folders to include (folders holding metrics.json; a folder of run folders "
                                  "is searched recursively)")
     output: str = option("report.html", "HTML file to write")
-    max_figures: int = option(12, "at most this many figures per run")
+    max_figures: int = option(12, "at most this many figures per run", min=0)
 
 
 def register(subparsers) -> None:
@@ -68,12 +69,18 @@ def _table(rows: list[tuple[str, Any]]) -> str:
 
 
 def render_run(run_dir: Path, max_figures: int = 12) -> str:
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
-    experiment = manifest.get("experiment", run_dir.parent.name)
+    metrics = read_run_json(run_dir / "metrics.json")
+    manifest = read_run_json(run_dir / "manifest.json")
+    config = read_run_json(run_dir / "config.json", required=False)
+    experiment = str(manifest.get("experiment", run_dir.parent.name))
     parts = [f"<section><h2>{html.escape(experiment)} &mdash; <code>{html.escape(str(run_dir))}</code></h2>"]
-    notes = findings_for(experiment, metrics, config)
+    try:
+        notes = findings_for(experiment, metrics, config)
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        # metrics of an older shape, or nulls where a number was not finite: the page still shows
+        # the run's numbers and figures, and the warning names the file and the error
+        print(f"vislab report: {run_dir / 'metrics.json'}: no findings ({type(e).__name__}: {e})", file=sys.stderr)
+        notes = []
     if notes:
         parts.append("<h3>Findings</h3><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
     parts.append("<h3>Metrics</h3>" + _table(_scalars(metrics)))
@@ -97,6 +104,8 @@ section{border-top:2px solid #444;margin-top:2em}code{font-size:13px}"""
 
 
 def write_report(cfg: ReportConfig) -> int:
+    """Write the page from every readable run; a run with a malformed file is skipped with a
+    warning naming the file. Fails (exit 2) only when no run is readable."""
     from ..study.report import is_study, report_study
 
     studies = [Path(p) for p in cfg.runs if is_study(Path(p))]
@@ -106,8 +115,17 @@ def write_report(cfg: ReportConfig) -> int:
             print(f"vislab: wrote {page} ({answered}/{total} questions answered)")
         if len(studies) == len(cfg.runs):
             return 0
-    runs = find_runs([p for p in cfg.runs if Path(p) not in studies])
-    sections = [render_run(r, cfg.max_figures) for r in runs]
+    others = [p for p in cfg.runs if Path(p) not in studies]
+    runs, sections = [], []
+    for run_dir in find_runs(others):
+        try:
+            sections.append(render_run(run_dir, cfg.max_figures))
+            runs.append(run_dir)
+        except MalformedRunError as e:
+            print(f"vislab report: skipping {run_dir}: {e}", file=sys.stderr)
+    if not runs:
+        raise UserError(f"no readable run folder under {', '.join(others)} (see the warnings above); "
+                        f"rerun those experiments or give other folders")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>vislab report</title><style>{_STYLE}</style>"
             f"</head><body><h1>vislab report</h1><p>{len(runs)} run(s).</p>{''.join(sections)}</body></html>")
     write_text(cfg.output, page)

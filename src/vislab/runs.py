@@ -37,7 +37,7 @@ from typing import Any
 
 from . import __version__
 from .config import check_same_options, config_to_dict, resume_identity
-from .errors import CorruptFileError, MalformedRunError, UserError
+from .errors import MalformedRunError, UserError
 from .io import ensure_dir, output_error, save_figure, write_json, writing
 
 PARTIAL_SUFFIX = ".partial"
@@ -225,7 +225,9 @@ class Run:
         # and would only be mistaken for results, so it goes.
         if not _has_checkpoint(self.dir):
             shutil.rmtree(self.dir, ignore_errors=True)
-        elif not isinstance(exc, CorruptFileError):  # its message already says to start over
+        elif isinstance(exc, UserError):  # its message says what to do (a corrupt checkpoint: start over)
+            print(f"vislab: the checkpoint is kept in {self.dir}", file=sys.stderr)
+        else:
             print(f"vislab: run interrupted; its checkpoint is kept in {self.dir}: continue it with the same "
                   f"command and options plus --resume", file=sys.stderr)
         err = output_error(exc, exc.filename if isinstance(exc, OSError) and exc.filename else self.dir, "--out")

@@ -316,28 +316,3 @@ def add_command(subparsers: Any, name: str, cfg_cls: type[C], run: Any, help: st
     parser.set_defaults(handler=lambda args: run(config_from_args(cfg_cls, args)))
     return parser
 
-
-# -- resume identity: the options a resumed run must share with the run it continues ------------------
-# RunConfig's bookkeeping never changes a result; everything else must match unless its option says
-# resume_safe=True.
-_RESUME_BOOKKEEPING = ("out", "overwrite", "resume", "device")
-
-
-def resume_identity(cfg: Any) -> dict[str, Any]:
-    """The resolved options of ``cfg`` that decide its result (compared on ``--resume``)."""
-    values = config_to_dict(cfg)
-    return {f.name: values[f.name] for f in dataclasses.fields(cfg)
-            if f.name not in _RESUME_BOOKKEEPING and not f.metadata.get("resume_safe", False)}
-
-
-def check_same_options(saved: dict[str, Any], current: dict[str, Any], where: str) -> None:
-    """Refuse to resume ``where`` (a folder or checkpoint) made with other options: a UserError naming
-    the first option that differs, with both values."""
-    from .errors import UserError
-
-    for name in sorted(set(saved) | set(current)):
-        if saved.get(name, "<unset>") != current.get(name, "<unset>"):
-            flag = "--" + name.replace("_", "-")
-            raise UserError(
-                f"--resume: {where} was made with {flag} {saved.get(name, '<unset>')!r}, this command gives "
-                f"{current.get(name, '<unset>')!r}; rerun with the same options, or start over with --overwrite")

@@ -329,7 +329,7 @@ def test_cli_adapt_resume_of_a_truncated_checkpoint_then_overwrite(tmp_path, cap
     capsys.readouterr()
     status, err = _cli([*argv, "--resume"], capsys)
     assert status == 2
-    _one_line_error(err, "checkpoint.pt is truncated or corrupt", "start the run over with --overwrite")
+    _one_line_error(err, str(partial / "checkpoint.pt"), "cannot be resumed", "--overwrite")
     assert "continue it" not in err and (partial / "checkpoint.pt").is_file()
     assert _cli([*argv, "--overwrite"], capsys)[0] == 0
     assert not partial.exists() and (tmp_path / "r" / "metrics.json").is_file()

@@ -288,10 +288,6 @@ def test_overwrite_refuses_a_folder_that_is_not_a_vislab_run(tmp_path, capsys):
     with Run("toy", ToyConfig(out=str(tmp_path / "empty"), overwrite=True)):
         pass
     assert (tmp_path / "empty" / "manifest.json").is_file()
-    # a demo folder is only replaced when it is one
-    status, err = _cli(["demo", "--out", mine, "--overwrite"], capsys)
-    assert status == 2 and [p.name for p in mine.iterdir()] == ["chapter1.tex"]
-    _one_line_error(err, "not a vislab demo folder")
 
 
 def test_truncated_checkpoint_says_start_over_not_resume(tmp_path, capsys):

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from .. import __version__
 from ..config import add_config_arguments, build_config, load_config_file, option
 from ..errors import UserError
-from ..io import write_json
+from ..io import ensure_dir, write_json
 from ..study.report import report_study
 from ..study.data import PLACEHOLDERS, prepare_data
 from ..study.plan import plan_runs, select_questions
@@ -91,7 +91,7 @@ def study(cfg: StudyConfig, profile_override: dict[str, Any] | None = None) -> i
     _print_plan(ids, unique, problems, root)
     if cfg.dry_run:
         return 0
-    root.mkdir(parents=True, exist_ok=True)
+    ensure_dir(root, where="--out")
     outcomes = {o.key: o for o in run_all(unique, root, log=root / "study.log", resume=cfg.resume)}
     write_json(root / "study.json", {
         "profile": cfg.profile, "questions": ids, "seeds": seeds, "version": __version__,

@@ -568,3 +568,12 @@ def test_dann_pl_trains_and_resumes_on_cuda(tmp_path):
     m = train_mode("dann+pl", cfg, domains, norms, tmp_path, resume=True)
     assert len(m["history"]) == 2 and 0 <= m["target_accuracy"] <= 1
     assert m["pseudo_label_rounds"][0]["count"] > 0
+
+
+def test_first_keeps_the_pairing_and_the_sizes():
+    domains = _tiny_domains(n_train=40, n_test=20)
+    cut = domains.first(train_size=16, test_size=8)
+    assert [len(getattr(cut, n)) for n in ("source_train", "target_train", "source_test", "target_test")] == [16, 16, 8, 8]
+    assert torch.equal(cut.target_train.images, domains.target_train.images[:16])
+    assert torch.equal(cut.source_test.labels, domains.source_test.labels[:8])
+    assert domains.first() is not cut and len(domains.first().source_train) == 40  # 0 = all

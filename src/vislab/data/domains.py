@@ -23,6 +23,13 @@ class Domains:
     backgrounds: str = ""
     mnistm_sha256: dict = dataclasses.field(default_factory=dict)
 
+    def first(self, train_size: int = 0, test_size: int = 0) -> "Domains":
+        """The first ``train_size`` images of each training set and ``test_size`` of each test set (0: all),
+        for quick runs; MNIST-M keeps its pairing with MNIST (image i of both comes from digit i)."""
+        sizes = {"source_train": train_size, "target_train": train_size, "source_test": test_size,
+                 "target_test": test_size}
+        return dataclasses.replace(self, **{name: _head(getattr(self, name), n) for name, n in sizes.items()})
+
     def to(self, device: torch.device) -> "Domains":
         """The four sets with images and labels on ``device`` (the training loop slices them there)."""
         sets = {}
@@ -30,6 +37,10 @@ class Domains:
             ds = getattr(self, name)
             sets[name] = dataclasses.replace(ds, images=ds.images.to(device), labels=ds.labels.to(device))
         return dataclasses.replace(self, **sets)
+
+
+def _head(ds: DigitSet, n: int) -> DigitSet:
+    return ds if n <= 0 else dataclasses.replace(ds, images=ds.images[:n], labels=ds.labels[:n])
 
 
 def load_domains(data_root: str | None, backgrounds: str | None, mnistm_seed: int) -> Domains:

@@ -1,10 +1,9 @@
 """``vislab adapt``: unsupervised domain adaptation MNIST -> MNIST-M (SPEC Part C).
 
-Wires the two domains, one algorithm per mode (``vislab.methods.dann``; each batch carries what the
-algorithm declares it uses), the one fit loop (``vislab.training``) and the outputs: per-epoch test
-accuracies, curves, pseudo-label rounds, t-SNE of features, a comparison table for several modes.
-Target labels: read only by :func:`evaluate` and the pseudo-label *report*, except by the algorithm
-of mode ``target-oracle``, the labelled upper bound.
+Wires the two domains, one algorithm per mode (``vislab.methods.dann``; each batch carries what it
+declares it uses), the fit loop (``vislab.training``) and the outputs (accuracies per epoch, curves,
+pseudo-label rounds, t-SNE, a comparison table). Target labels: read only by :func:`evaluate` and the
+pseudo-label *report*, except by mode ``target-oracle``, the labelled upper bound.
 """
 from __future__ import annotations
 
@@ -90,6 +89,8 @@ class AdaptConfig(RunConfig):
     backgrounds: str | None = option(None, "folder of background photos for MNIST-M (e.g. BSDS500 "
                                      "images/train); default: download BSDS500, else bundled photos")
     mnistm_seed: int = option(0, "seed of the MNIST-M build (fixed, so runs with other --seed share it)", min=0)
+    train_size: int = option(0, "train on the first N source and N target images only (0 = all)", min=0)
+    test_size: int = option(0, "evaluate on the first N test images of each domain only (0 = all)", min=0)
     epochs: int | None = option(None, "training epochs (default: 20 for dann and dann+pl; 10 for source-only "
                                 "as in the SPEC and for target-oracle)", min=1)
     batch_size: int = option(64, "images per domain per step for dann, dann+pl and target-oracle", min=1)
@@ -266,7 +267,8 @@ def run_adapt(cfg: AdaptConfig) -> int:
         torch.set_num_threads(cfg.threads)
     with Run("adapt", cfg, resume=cfg.resume) as run:
         # the whole data set lives on the device (MNIST + MNIST-M: 0.2 GB of uint8)
-        domains = load_domains(cfg.data_root, cfg.backgrounds, cfg.mnistm_seed).to(run.device)
+        domains = load_domains(cfg.data_root, cfg.backgrounds, cfg.mnistm_seed)
+        domains = domains.first(cfg.train_size, cfg.test_size).to(run.device)
         norms = domain_norms(domains, cfg.mean, cfg.std, target_own=cfg.target_norm == "own")
         folders = {mode: run.dir if len(modes) == 1 else run.path(mode + "/x").parent for mode in modes}
         results = {mode: train_mode(mode, cfg, domains, norms, folders[mode], run.resumed) for mode in modes}
@@ -277,9 +279,8 @@ def run_adapt(cfg: AdaptConfig) -> int:
             table = comparison_table(results)
             write_text(run.path("comparison.md"), table)
             print(table, file=sys.stderr)
-            run.metrics.update({"modes": results, "comparison_markdown": table})
-            last = results[modes[-1]]
-            run.metrics.update(target_accuracy=last["target_accuracy"], source_accuracy=last["source_accuracy"])
+            run.metrics.update(modes=results, comparison_markdown=table, **{  # headline: the last mode's
+                k: results[modes[-1]][k] for k in ("target_accuracy", "source_accuracy")})
             if len(tsnes) > 1:
                 first = next(iter(tsnes.values()))
                 panels = [("init (before any training)", first[0])] + [(m, t[1]) for m, t in tsnes.items()]

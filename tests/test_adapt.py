@@ -411,6 +411,7 @@ def test_cli_resume_equals_uninterrupted(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "cut.partial" / "checkpoint.pt").is_file()
     # options marked resume_safe may change
     assert main(common + ["--out", str(tmp_path / "cut"), "--resume", "--eval-batch", "7"]) == 0
+    assert "adapt dann+pl: resuming at epoch 3/3, step 0" in capsys.readouterr().err
     resumed = json.loads((tmp_path / "cut" / "metrics.json").read_text())
     assert json.loads((tmp_path / "cut" / "manifest.json").read_text())["resumed"] is True
     assert _strip(resumed) == _strip(full)

@@ -418,6 +418,24 @@ def test_pca_svm_and_linear_head():
     assert hist["test_accuracy"][-1] > 0.9
 
 
+def test_linear_head_curves_by_hand():
+    # one epoch of one full batch: the recorded train loss and accuracy are those of the initial
+    # weights (drawn from the seeded generator), and the returned layer took exactly one Adam step
+    X, y = _blobs(seed=0)
+    layer, hist = linear.train_linear_head(X, y, X[:0], y[:0], 3, epochs=1, batch_size=len(X), lr=0.1,
+                                           weight_decay=0.0, seed=5)
+    g = torch.Generator().manual_seed(5)
+    w = torch.empty(3, X.shape[1]).uniform_(-X.shape[1] ** -0.5, X.shape[1] ** -0.5, generator=g)
+    b = torch.empty(3).uniform_(-X.shape[1] ** -0.5, X.shape[1] ** -0.5, generator=g)
+    logits = torch.as_tensor(X, dtype=torch.float32) @ w.T + b
+    assert hist["train_loss"] == [pytest.approx(nn.functional.cross_entropy(logits, torch.as_tensor(y)).item())]
+    assert hist["train_accuracy"] == [pytest.approx(float((logits.argmax(1) == torch.as_tensor(y)).float().mean()))]
+    assert np.isnan(hist["test_accuracy"][0])
+    # Adam's first step moves every weight by lr (times the sign of its gradient) whatever its scale
+    step = (layer.weight.detach() - w).abs()
+    assert torch.allclose(step[step > 1e-6], torch.full_like(step[step > 1e-6], 0.1), rtol=1e-3)
+
+
 # --- the command -----------------------------------------------------------------------------
 
 def _run(args: list[str]) -> dict:
@@ -476,6 +494,43 @@ def test_transfer_finetune_curves(folder, tmp_path, use_tiny):
     assert len(hist["train_loss"]) == 2 and len(hist["test_accuracy"]) == 2
     assert (tmp_path / "ft" / "finetune_efficientnet_lite0_pooled_squash.png").is_file()
     assert not list((tmp_path / "ft").glob("checkpoint*"))
+
+
+def test_finetune_resume_equals_uninterrupted(folder, tmp_path, use_tiny, monkeypatch, capsys):
+    args = ["--data", str(folder), "--cache", str(tmp_path / "fc"), "--head", "finetune", "--finetune-epochs", "3",
+            "--finetune-batch-size", "5"]
+    full = _run(args + ["--out", str(tmp_path / "full")])["finetune"]
+    real_evaluate, calls = linear.evaluate, {"n": 0}
+
+    def interrupting_evaluate(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:  # in epoch 2, after epoch 1's checkpoint
+            raise KeyboardInterrupt
+        return real_evaluate(*a, **kw)
+
+    monkeypatch.setattr(linear, "evaluate", interrupting_evaluate)
+    assert main(["transfer", *args, "--out", str(tmp_path / "cut")]) == 130
+    assert list((tmp_path / "cut.partial").glob("checkpoint-finetune-*.pt"))
+    monkeypatch.setattr(linear, "evaluate", real_evaluate)
+    capsys.readouterr()
+    assert main(["transfer", *args, "--out", str(tmp_path / "cut"), "--resume", "--finetune-lr", "0.1"]) == 2
+    assert "--finetune-lr" in capsys.readouterr().err  # another result: refused
+    assert _run(args + ["--out", str(tmp_path / "cut"), "--resume"])["finetune"] == full
+    assert "resuming at epoch 2/3, step 0" in capsys.readouterr().err  # continued, not started over
+
+
+def test_shuffled_image_batches_follow_the_order_and_resume_mid_epoch(folder):
+    train, _ = scenes.load_image_folder(folder)
+    from vislab.data.image_files import ShuffledImageBatches
+
+    data = ShuffledImageBatches(train.paths, lambda im: torch.zeros(3, 4, 4), (4, 4), train.labels, batch_size=5)
+    assert data.steps_per_epoch == 3  # 12 images: 5 + 5 + 2
+    order = data.order({"order": torch.Generator().manual_seed(0)})
+    assert sorted(torch.cat(order).tolist()) == list(range(12))
+    labels = [data.batch(order, i, {})[2] for i in range(3)]
+    assert [lab.tolist() for lab in labels] == [train.labels[b].tolist() for b in order]
+    again = ShuffledImageBatches(train.paths, lambda im: torch.zeros(3, 4, 4), (4, 4), train.labels, batch_size=5)
+    assert torch.equal(again.batch(order, 2, {})[2], labels[2])  # a resumed epoch starts at its batch
 
 
 def test_finetune_only_trains_with_lower_backbone_lr():

@@ -47,11 +47,11 @@ def image_loader(paths: Sequence[Path], transform: Callable, size: tuple[int, in
                  batches: Sequence[Sequence[int]] | None = None) -> DataLoader:
     """Batches (x (B, 3, *size), ok (B,) bool, y (B,) int64) of decoded images, ``workers`` processes
     decoding ahead of the network. ``batches`` (lists of indices into ``paths``) replaces
-    ``batch_size`` / ``shuffle`` when given."""
-    order = {"batch_sampler": batches} if batches is not None else \
-        {"batch_size": batch_size, "shuffle": shuffle, "generator": generator}
+    ``batch_size`` / ``shuffle`` when given. ``generator``: the shuffle's, and the source of the
+    workers' seeds (None: torch's global generator)."""
+    order = {"batch_sampler": batches} if batches is not None else {"batch_size": batch_size, "shuffle": shuffle}
     return DataLoader(ImageFiles(paths, transform, labels), num_workers=workers, pin_memory=pin_memory,
-                      collate_fn=functools.partial(_collate, size=size),
+                      collate_fn=functools.partial(_collate, size=size), generator=generator,
                       prefetch_factor=4 if workers > 0 else None, **order)
 
 
@@ -60,3 +60,31 @@ def bad_image_error(bad: Sequence[Path | str]) -> UserError:
     listing = "\n  ".join(str(p) for p in bad)
     return UserError(f"{len(bad)} image file(s) cannot be read:\n  {listing}\n"
                      f"fix or remove them, or pass --skip-bad to leave them out (they are counted in metrics.json)")
+
+
+class ShuffledImageBatches:
+    """Training batches of image files for :func:`vislab.training.fit`: each epoch, the batches of
+    indices a shuffling ``DataLoader(batch_size, shuffle=True, generator=rngs["order"])`` draws (what
+    vislab drew before the fit loop, generator draws included), decoded by :func:`image_loader` with
+    ``workers`` processes ahead of the network; a resumed epoch continues from its ``i``-th batch."""
+
+    def __init__(self, paths: Sequence[Path], transform: Callable, size: tuple[int, int], labels: Sequence[int],
+                 batch_size: int, workers: int = 0):
+        self.paths, self.transform, self.size, self.labels = list(paths), transform, size, labels
+        self.batch_size, self.workers = batch_size, workers
+        self.steps_per_epoch = -(-len(self.paths) // batch_size)
+        self._batches, self._next = None, None
+
+    def order(self, rngs: dict[str, torch.Generator]) -> list[torch.Tensor]:
+        return list(DataLoader(range(len(self.paths)), batch_size=self.batch_size, shuffle=True,
+                               generator=rngs["order"]))
+
+    def batch(self, order: list[torch.Tensor], i: int, rngs: dict[str, torch.Generator]):
+        if self._next != (id(order), i):  # a new epoch, or a resumed one: decode from batch i on
+            # a generator of its own for the workers' seeds (no transform draws from them), so that
+            # iterating leaves the global one, which dropout uses, alone
+            self._batches = iter(image_loader(self.paths, self.transform, self.size, labels=self.labels,
+                                              workers=self.workers, batches=[b.tolist() for b in order[i:]],
+                                              generator=torch.Generator().manual_seed(0)))
+        self._next = (id(order), i + 1)
+        return next(self._batches)

@@ -16,13 +16,13 @@ from typing import Literal
 
 import torch
 
-from ..config import RunConfig, add_command, option
+from ..config import RunConfig, add_command, option, resume_identity
 from ..data.download import cache_dir
-from ..data.image_files import bad_image_error, image_loader
+from ..data.image_files import ShuffledImageBatches, bad_image_error, image_loader
 from ..data.scenes import ImageList, load_image_folder
 from ..errors import UserError
 from ..feature_cache import extract_features
-from ..io import load_checkpoint, torch_save, write_text
+from ..io import write_text
 from ..methods import linear
 from ..methods.features import FeatureExtractor
 from ..models.backbones import BackboneOptions, build_backbone
@@ -30,6 +30,7 @@ from ..precision import resolve_precision
 from ..reporting import tables
 from ..reporting.figures import transfer as figures
 from ..runs import Run
+from ..training import Checkpoint, Plan, fit
 
 
 @dataclasses.dataclass
@@ -229,34 +230,31 @@ def _finetune(cfg: TransferConfig, run: Run, v: dict, train: ImageList, test: Im
     backbone, name = v["backbone"], _slug(v["model"], v["layer"], v["resize"])
     torch.manual_seed(cfg.seed)
     net = linear.FineTuneNet(backbone, v["layer"], len(train.classes), pool=cfg.pool).to(run.device)
-    opt = linear.finetune_optimizer(net, cfg.finetune_lr, cfg.backbone_lr_mult)
-    ckpt = run.path(f"checkpoint-finetune-{index}.pt")
-    start, hist = 0, None
-    if cfg.resume and ckpt.is_file():
-        state = load_checkpoint(ckpt)
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        start, hist = state["epoch"], state["history"]
-        print(f"fine-tuning {name}: resuming after epoch {start}", file=sys.stderr)
+    dtype = resolve_precision(cfg.precision, run.device)
+    tuner = linear.FineTuner(net, linear.finetune_optimizer(net, cfg.finetune_lr, cfg.backbone_lr_mult), run.device,
+                             dtype)
     pre = backbone.preprocess
     size = (pre.input_size, pre.input_size)
     tr_ok, te_ok = v["sets"][0].valid, v["sets"][1].valid  # readable images only
-    g = torch.Generator().manual_seed(cfg.seed + start)
-    train_loader = image_loader([p for p, ok in zip(train.paths, tr_ok) if ok], pre.pixel_transform(v["resize"]), size,
-                                labels=train.labels[tr_ok], batch_size=cfg.finetune_batch_size, workers=cfg.workers,
-                                shuffle=True, generator=g)
+    data = ShuffledImageBatches([p for p, ok in zip(train.paths, tr_ok) if ok], pre.pixel_transform(v["resize"]),
+                                size, train.labels[tr_ok], cfg.finetune_batch_size, cfg.workers)
     test_loader = image_loader([p for p, ok in zip(test.paths, te_ok) if ok], pre.pixel_transform(v["resize"]), size,
                                labels=test.labels[te_ok], batch_size=cfg.batch_size, workers=cfg.workers)
-    bf16 = resolve_precision(cfg.precision, run.device) == torch.bfloat16
 
-    def save(epoch: int, history: dict) -> None:
-        torch_save({"net": net.state_dict(), "opt": opt.state_dict(), "epoch": epoch, "history": history}, ckpt)
+    def evaluate(epoch: int, means: dict, train_seconds: float) -> dict:
+        return {**tuner.curves.take(), "test_accuracy": linear.evaluate(net, test_loader, run.device, dtype)[0]}
 
-    hist = linear.finetune(net, train_loader, test_loader, epochs=cfg.finetune_epochs, opt=opt, device=run.device,
-                           bf16=bf16, start_epoch=start, history=hist, on_epoch=save)
+    # the global generator too: dropout draws from it (and the test loader its workers' seeds)
+    rngs = {"order": torch.Generator().manual_seed(cfg.seed), "global": torch.default_generator}
+    if run.device.type == "cuda":
+        rngs["cuda"] = torch.cuda.default_generators[run.device.index or 0]
+    ckpt = Checkpoint(run.path(f"checkpoint-finetune-{index}.pt"), resume_identity(cfg))
+    hist = linear.as_curves(fit(tuner, data, Plan(cfg.finetune_epochs, data.steps_per_epoch), rngs=rngs,
+                                checkpoint=ckpt, resume=cfg.resume, evaluate=evaluate,
+                                desc=f"fine-tuning {name}").history)
     run.metrics.setdefault("finetune", {})[name] = hist
     _curves(run, hist, f"finetune_{name}.png", f"fine-tuning {v['model']} end to end from {v['layer']}")
-    ckpt.unlink(missing_ok=True)
+    ckpt.remove()
     return {**_base(v, net.head.in_features), "head": "finetune", "test_accuracy": hist["test_accuracy"][-1],
             "train_accuracy": hist["train_accuracy"][-1], "epochs": cfg.finetune_epochs}
 

@@ -7,6 +7,7 @@
 - PCA to ``k`` dimensions before the SVM.
 - A new linear layer ``W f + b`` (D -> K logits, softmax cross-entropy) trained on frozen
   features; or the whole network fine-tuned end to end, the backbone with a smaller learning rate.
+  Both are trainers of the one fit loop (:func:`vislab.training.fit`).
 
 Shapes: features X (N, D) float32, labels y (N,) int64 in [0, K).
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -27,6 +28,8 @@ from torch import nn
 
 from ..models.backbones import Backbone
 from ..models.taps import LayerTap
+from ..precision import autocast
+from ..training import Plan, fit
 from .features import pool_output
 
 
@@ -111,41 +114,116 @@ def pca_svm(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_test
 
 # --- a new linear layer on frozen features -------------------------------------------------
 
+class EpochCurves:
+    """This epoch's training loss (mean over images) and accuracy, summed as the batches go; part of a
+    trainer's state, so that a run resumed mid-epoch reports the same numbers."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss_sum, self.correct, self.n = 0.0, 0, 0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss_sum += loss.item() * len(y)
+        self.correct += int((logits.argmax(1) == y).sum())
+        self.n += len(y)
+
+    def take(self) -> dict[str, float]:
+        """{"train_loss", "train_accuracy"} of the epoch so far, and a fresh start for the next."""
+        out = {"train_loss": self.loss_sum / max(self.n, 1), "train_accuracy": self.correct / max(self.n, 1)}
+        self.reset()
+        return out
+
+    def state(self) -> dict:
+        return {"loss_sum": self.loss_sum, "correct": self.correct, "n": self.n}
+
+    def load_state(self, state: dict) -> None:
+        self.loss_sum, self.correct, self.n = state["loss_sum"], state["correct"], state["n"]
+
+
+def as_curves(history: list[dict]) -> dict[str, list[float]]:
+    """The fit loop's per-epoch rows -> {"train_loss": [...], "train_accuracy": [...], "test_accuracy": [...]}."""
+    return {k: [row[k] for row in history] for k in ("train_loss", "train_accuracy", "test_accuracy")}
+
+
+class ClassifierTrainer:
+    """A classifier ``model`` trained by ``opt`` on cross-entropy, one fit-loop ``update`` per batch,
+    with the epoch's training curves; subclasses turn a batch into logits and labels."""
+
+    def __init__(self, model: nn.Module, opt: torch.optim.Optimizer):
+        self.model, self.opt, self.curves = model, opt, EpochCurves()
+
+    def step(self, logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        loss = nn.functional.cross_entropy(logits.float(), y)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        self.curves.add(loss, logits, y)
+        return {"loss": loss.item()}
+
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "curves": self.curves.state()}
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.curves.load_state(state["curves"])
+
+
+class LinearHead(ClassifierTrainer):
+    """``nn.Linear(D, K)`` trained with Adam on fixed features; a batch is (X (B, D), y (B,))."""
+
+    def __init__(self, dim: int, n_classes: int, generator: torch.Generator, lr: float, weight_decay: float):
+        layer = nn.Linear(dim, n_classes)
+        with torch.no_grad():  # seeded init independent of the global RNG
+            bound = 1 / dim ** 0.5
+            layer.weight.uniform_(-bound, bound, generator=generator)
+            layer.bias.uniform_(-bound, bound, generator=generator)
+        super().__init__(layer, torch.optim.Adam(layer.parameters(), lr=lr, weight_decay=weight_decay))
+
+    def update(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+        x, y = batch
+        return self.step(self.model(x), y)
+
+
+class FeatureBatches:
+    """Shuffled batches (X, y) of in-memory features for the fit loop; the last batch may be smaller."""
+
+    def __init__(self, X: torch.Tensor, y: torch.Tensor, batch_size: int):
+        self.X, self.y, self.batch_size = X, y, batch_size
+        self.steps_per_epoch = -(-len(X) // batch_size)
+
+    def order(self, rngs: dict[str, torch.Generator]) -> torch.Tensor:
+        return torch.randperm(len(self.X), generator=rngs["order"])
+
+    def batch(self, order: torch.Tensor, i: int, rngs: dict[str, torch.Generator]):
+        idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+        return self.X[idx], self.y[idx]
+
+
 def train_linear_head(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
                       n_classes: int, *, epochs: int = 100, lr: float = 0.01, weight_decay: float = 1e-4,
                       batch_size: int = 128, seed: int = 0) -> tuple[nn.Linear, dict]:
-    """Train ``nn.Linear(D, K)`` with Adam and cross-entropy on fixed features.
+    """Train ``nn.Linear(D, K)`` with Adam and cross-entropy on fixed features (:class:`LinearHead`,
+    through :func:`vislab.training.fit`, no checkpoint: it takes seconds).
 
     Returns the layer and per-epoch curves: train loss, train accuracy, test accuracy (reported,
     not used for any choice)."""
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)  # the initial weights, then each epoch's order
     Xtr, ytr = torch.as_tensor(X_train, dtype=torch.float32), torch.as_tensor(y_train, dtype=torch.long)
     Xte, yte = torch.as_tensor(X_test, dtype=torch.float32), torch.as_tensor(y_test, dtype=torch.long)
-    head = nn.Linear(Xtr.shape[1], n_classes)
-    with torch.no_grad():  # seeded init independent of the global RNG
-        bound = 1 / Xtr.shape[1] ** 0.5
-        head.weight.uniform_(-bound, bound, generator=g)
-        head.bias.uniform_(-bound, bound, generator=g)
-    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
-    hist: dict[str, list[float]] = {"train_loss": [], "train_accuracy": [], "test_accuracy": []}
-    for _ in range(epochs):
-        perm = torch.randperm(len(Xtr), generator=g)
-        total, correct = 0.0, 0
-        for i in range(0, len(Xtr), batch_size):
-            idx = perm[i:i + batch_size]
-            logits = head(Xtr[idx])
-            loss = nn.functional.cross_entropy(logits, ytr[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-            correct += int((logits.argmax(1) == ytr[idx]).sum())
-        with torch.no_grad():
-            test_acc = float((head(Xte).argmax(1) == yte).float().mean()) if len(Xte) else float("nan")
-        hist["train_loss"].append(total / len(Xtr))
-        hist["train_accuracy"].append(correct / len(Xtr))
-        hist["test_accuracy"].append(test_acc)
-    return head, hist
+    head = LinearHead(Xtr.shape[1], n_classes, g, lr, weight_decay)
+    data = FeatureBatches(Xtr, ytr, batch_size)
+
+    @torch.no_grad()
+    def evaluate(epoch: int, means: dict, train_seconds: float) -> dict:
+        test_acc = float((head.model(Xte).argmax(1) == yte).float().mean()) if len(Xte) else float("nan")
+        return {**head.curves.take(), "test_accuracy": test_acc}
+
+    result = fit(head, data, Plan(epochs, data.steps_per_epoch), rngs={"order": g}, evaluate=evaluate,
+                 desc="linear head")
+    return head.model, as_curves(result.history)
 
 
 # --- end-to-end fine-tuning ----------------------------------------------------------------
@@ -190,11 +268,13 @@ def finetune_optimizer(net: FineTuneNet, lr: float, backbone_lr_mult: float = 0.
     ], lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
-def evaluate(net: nn.Module, loader, device: torch.device, bf16: bool = False) -> tuple[float, np.ndarray, np.ndarray]:
-    """Accuracy of ``net`` on a loader of (x, ok, y) batches; also the labels and predictions."""
+def evaluate(net: nn.Module, loader, device: torch.device,
+             dtype: torch.dtype | None = None) -> tuple[float, np.ndarray, np.ndarray]:
+    """Accuracy of ``net`` on a loader of (x, ok, y) batches (computed in ``dtype``, see
+    :func:`vislab.precision.resolve_precision`); also the labels and predictions."""
     net.eval()
     ys, preds = [], []
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+    with torch.inference_mode(), autocast(device, dtype):
         for x, ok, y in loader:
             if not ok.any():
                 continue
@@ -205,40 +285,22 @@ def evaluate(net: nn.Module, loader, device: torch.device, bf16: bool = False) -
     return accuracy(y_true, y_pred), y_true, y_pred
 
 
-def finetune_epoch(net: FineTuneNet, loader, opt: torch.optim.Optimizer, device: torch.device,
-                   bf16: bool = False) -> tuple[float, float]:
-    """One epoch of cross-entropy training over (x, ok, y) batches -> (mean loss, accuracy)."""
-    net.train()
-    total, correct, n = 0.0, 0, 0
-    for x, ok, y in loader:
+class FineTuner(ClassifierTrainer):
+    """End-to-end fine-tuning of a :class:`FineTuneNet`, its forward pass computed in ``dtype`` (see
+    :func:`vislab.precision.resolve_precision`); a batch is (x, ok, y) of decoded images, the
+    unreadable ones (ok False) left out."""
+
+    def __init__(self, net: FineTuneNet, opt: torch.optim.Optimizer, device: torch.device,
+                 dtype: torch.dtype | None = None):
+        super().__init__(net, opt)
+        self.device, self.dtype = device, dtype
+
+    def update(self, batch) -> dict[str, float]:
+        x, ok, y = batch
         if not ok.any():
-            continue
-        x, y = x[ok].to(device), y[ok].to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = net(x)
-        loss = nn.functional.cross_entropy(logits.float(), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        total += loss.item() * len(y)
-        correct += int((logits.argmax(1) == y).sum())
-        n += len(y)
-    return total / max(n, 1), correct / max(n, 1)
-
-
-def finetune(net: FineTuneNet, train_loader, test_loader, *, epochs: int, opt: torch.optim.Optimizer,
-             device: torch.device, bf16: bool = False, start_epoch: int = 0, history: dict | None = None,
-             on_epoch: Callable[[int, dict], None] | None = None) -> dict:
-    """Fine-tune end to end for ``epochs`` (from ``start_epoch`` when resuming); per-epoch curves.
-
-    ``on_epoch(epoch, history)`` runs after each epoch (where the caller saves a checkpoint)."""
-    hist = history or {"train_loss": [], "train_accuracy": [], "test_accuracy": []}
-    for epoch in range(start_epoch, epochs):
-        loss, acc = finetune_epoch(net, train_loader, opt, device, bf16)
-        test_acc, _, _ = evaluate(net, test_loader, device, bf16)
-        hist["train_loss"].append(loss)
-        hist["train_accuracy"].append(acc)
-        hist["test_accuracy"].append(test_acc)
-        if on_epoch is not None:
-            on_epoch(epoch + 1, hist)
-    return hist
+            return {}
+        self.model.train()
+        x, y = x[ok].to(self.device), y[ok].to(self.device)
+        with autocast(self.device, self.dtype):
+            logits = self.model(x)
+        return self.step(logits, y)

@@ -5,9 +5,10 @@ shuffle=True)`` with per-sample ``Resize(32) + ToTensor + Normalize(0.5, 0.5)`` 
 float32 contiguous networks (plain ``nn.Sequential`` per SPEC Part D), ``nn.BCELoss`` on the
 Sigmoid outputs, Adam with its default (for-loop) implementation.
 
-vislab: MNIST as one in-memory tensor resized once, batches by index, bf16 autocast with float32
-losses, channels_last, fused Adam, D's weight gradients skipped in G's backward
-(:func:`vislab.methods.gan.train_step`).
+vislab: the code path of ``vislab gan`` (:class:`vislab.experiments.gan.Digits` batches,
+:meth:`vislab.methods.gan.GAN.update` steps): MNIST as one in-memory tensor resized once, batches by
+index, bf16 autocast with float32 losses, channels_last, fused Adam, D's weight gradients skipped in
+G's backward.
 
 Both train the same architecture (parameter counts checked) with the same hyper-parameters. Each
 loop runs in its own spawned process (``isolated.py``: no loop inherits the other's heap), the
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import math
 import platform
 import shutil
 import statistics
@@ -35,7 +37,8 @@ from torch import nn
 from isolated import Loop, time_loops
 from vislab.data.mnist import load_mnist
 from vislab.io import write_json
-from vislab.methods.gan import make_optimizers, train_step
+from vislab.experiments.gan import Digits
+from vislab.methods.gan import GAN
 from vislab.models.dcgan import build_gan, count_parameters
 from vislab.models.mnist_classifier import prepare_digits
 
@@ -112,22 +115,19 @@ class ReferenceLoop:
 class VislabLoop:
     def __init__(self, data_root: str, seed: int):
         torch.manual_seed(seed)
-        self.x = prepare_digits(load_mnist("train", data_root).images, 32)
-        self.g, self.d = build_gan("dcgan")
-        self.g = self.g.to(memory_format=torch.channels_last)
-        self.d = self.d.to(memory_format=torch.channels_last)
-        self.opt_g, self.opt_d = make_optimizers(self.g, self.d)
-        self.gen = torch.Generator().manual_seed(seed)
-        self.perm, self.pos = torch.randperm(len(self.x), generator=self.gen), 0
+        self.data = Digits(prepare_digits(load_mnist("train", data_root).images, 32), None, BATCH, NZ)
+        g, d = build_gan("dcgan")
+        self.gan = GAN(g.to(memory_format=torch.channels_last), d.to(memory_format=torch.channels_last),
+                       g_loss="non-saturating", dtype=torch.bfloat16)
+        self.rngs = {"data": torch.Generator().manual_seed(seed)}
+        self.steps_per_epoch = math.ceil(len(self.data.x) / BATCH)
+        self.order, self.i = self.data.order(self.rngs), 0
 
     def step(self) -> None:
-        if self.pos >= len(self.x):
-            self.perm, self.pos = torch.randperm(len(self.x), generator=self.gen), 0
-        idx = self.perm[self.pos:self.pos + BATCH]
-        self.pos += BATCH
-        real = self.x[idx].contiguous(memory_format=torch.channels_last)
-        z = torch.randn(len(idx), NZ, generator=self.gen)
-        train_step(self.g, self.d, self.opt_g, self.opt_d, real, z, g_loss="non-saturating", amp_dtype=torch.bfloat16)
+        if self.i == self.steps_per_epoch:
+            self.order, self.i = self.data.order(self.rngs), 0
+        self.gan.update(self.data.batch(self.order, self.i, self.rngs))
+        self.i += 1
 
 
 def build_reference(root: str, seed: int):

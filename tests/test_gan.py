@@ -1,6 +1,7 @@
 """Part D: DCGAN / cDCGAN models, GAN losses, metrics and the `vislab gan` commands (tiny data)."""
 from __future__ import annotations
 
+import copy
 import gzip
 import json
 import math
@@ -14,13 +15,17 @@ from torch import nn
 
 from vislab.cli import main
 from vislab.io import torch_load
-from vislab.methods.gan import (discriminator_loss, generator_loss, interpolate_latents, make_optimizers,
-                                train_step)
-from vislab.methods.gan_metrics import conditional_accuracy, extract_features, fid_kid, fid_kid_from_features
+from vislab.methods.gan import (GAN, discriminator_loss, generate, generator_loss, grid_inputs, interpolate_latents,
+                                interpolation_inputs, make_optimizers, train_step)
+from vislab.methods.gan_metrics import (conditional_accuracy, extract_features, fid_kid, fid_kid_from_features,
+                                        real_baseline, sample_metrics)
+from vislab.methods.digit_classifier import ShiftedDigits, train_classifier
 from vislab.models.dcgan import (Generator, _HeadConv, _ProjectT,
                                  build_gan, count_parameters)
 from vislab.models.mnist_classifier import ClassifierFeatures, MnistClassifier, prepare_digits
-from vislab.experiments.gan import class_grid_inputs, comparison_markdown
+from vislab.experiments.gan import Digits
+from vislab.experiments.gan_compare import comparison_markdown
+from vislab.reporting.figures.gan import image_grid, moving_average, training_curves
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -202,9 +207,58 @@ def test_interpolation_endpoints():
 
 def test_class_grid_one_row_per_class_one_column_per_z():
     z = torch.arange(3.0)[:, None].expand(3, 2)
-    zz, yy = class_grid_inputs(z)
-    assert zz.shape == (30, 2) and yy.tolist()[:6] == [0, 0, 0, 1, 1, 1]
+    zz, yy, nrow = grid_inputs(z, conditional=True)
+    assert zz.shape == (30, 2) and yy.tolist()[:6] == [0, 0, 0, 1, 1, 1] and nrow == 3
     assert zz[:, 0].tolist()[:6] == [0, 1, 2, 0, 1, 2]
+    z64, none, nrow = grid_inputs(torch.randn(64, 5), conditional=False)
+    assert z64.shape == (64, 5) and none is None and nrow == 8
+    assert grid_inputs(torch.randn(10, 5), conditional=False)[2] == 3
+
+
+def test_interpolation_inputs_strips_and_labels():
+    gen = torch.Generator().manual_seed(0)
+    z, y = interpolation_inputs(4, 3, 5, gen, conditional=True)
+    ref = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(3, 4, generator=ref), torch.randn(3, 4, generator=ref)
+    assert z.shape == (15, 4)
+    torch.testing.assert_close(z[5], z1[1])  # strip 1 starts at its z1 ...
+    torch.testing.assert_close(z[9], z2[1])  # ... and ends at its z2
+    assert y.tolist() == [0] * 5 + [1] * 5 + [2] * 5
+    assert interpolation_inputs(4, 2, 3, gen, conditional=True, label=7)[1].tolist() == [7] * 6
+    assert interpolation_inputs(4, 2, 3, gen, conditional=False)[1] is None
+
+
+def test_gan_state_round_trip_continues_identically():
+    torch.manual_seed(0)
+    make = lambda: GAN(*build_gan("cdcgan", nz=6, ngf=4, ndf=4))  # noqa: E731
+    a = make()
+    real, z, y = torch.rand(8, 1, 32, 32) * 2 - 1, torch.randn(8, 6), torch.arange(8) % 10
+    a.update((real, z, y))
+    b = make()
+    b.load_state(copy.deepcopy(a.state()))  # as through a checkpoint file (optimisers would share state)
+    sa, sb = a.update((real, z, y)), b.update((real, z, y))
+    assert sa == sb
+    for p, q in zip(a.g.parameters(), b.g.parameters()):
+        assert torch.equal(p, q)
+    # under bf16 autocast the losses stay float32 and finite
+    c = GAN(*build_gan("cdcgan", nz=6, ngf=4, ndf=4), dtype=torch.bfloat16)
+    assert all(math.isfinite(v) for v in c.update((real, z, y)).values())
+    assert c.predict(z, y).dtype == torch.float32
+    # predict generates in eval mode and leaves G in training mode
+    out = a.predict(z, y)
+    assert out.shape == (8, 1, 32, 32) and a.g.training
+    torch.testing.assert_close(out, generate(a.g, z, y))
+
+
+def test_digits_batches_follow_the_order_and_draw_noise():
+    x = torch.arange(5.0)[:, None, None, None].expand(5, 1, 2, 2).contiguous()
+    data = Digits(x, torch.arange(5), batch_size=2, nz=3)
+    rngs = {"data": torch.Generator().manual_seed(0)}
+    order = data.order(rngs)
+    assert sorted(order.tolist()) == [0, 1, 2, 3, 4]
+    real, z, y = data.batch(order, 2, rngs)  # the last, short batch
+    assert real.shape == (1, 1, 2, 2) and z.shape == (1, 3) and y.tolist() == order[4:].tolist()
+    assert real[0, 0, 0, 0].item() == order[4].item()
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -245,6 +299,59 @@ def test_extract_features_requires_num_features_and_conditional_accuracy():
     assert conditional_accuracy(Oracle(), imgs, torch.tensor([1, 2, 0, 4])) == 0.75
 
 
+def test_baseline_and_sample_metrics_are_the_two_halves_of_fid_kid():
+    torch.manual_seed(0)
+    feature = ClassifierFeatures(MnistClassifier())
+    test, train, fake = (torch.rand(60, 1, 32, 32) * 2 - 1 for _ in range(3))
+    f_test, base = real_baseline(feature, test, train, seed=1)
+    assert base == fid_kid(test, train, feature, seed=1)
+    m = sample_metrics(feature, feature.classifier, f_test, base, fake, torch.arange(60) % 10, seed=1)
+    direct = fid_kid(test, fake, feature, seed=1)
+    assert (m["fid"], m["kid"], m["kid_std"]) == (direct["fid"], direct["kid"], direct["kid_std"])
+    assert (m["fid_real_baseline"], m["kid_real_baseline"]) == (base["fid"], base["kid"])
+    assert m["conditional_accuracy"] == conditional_accuracy(feature.classifier, fake, torch.arange(60) % 10)
+    assert "conditional_accuracy" not in sample_metrics(feature, feature.classifier, f_test, base, fake, seed=1)
+
+
+def test_shifted_digits_crop_within_the_padding():
+    images = torch.arange(2 * 16.0).reshape(2, 1, 4, 4)
+    data = ShiftedDigits(images, torch.tensor([0, 1]), batch_size=2)
+    rngs = {"data": torch.Generator().manual_seed(3)}
+    x, y = data.batch(torch.tensor([1, 0]), 0, rngs)
+    dx, dy = torch.randint(0, 5, (2,), generator=torch.Generator().manual_seed(3)).tolist()
+    assert x.shape == (2, 1, 4, 4) and y.tolist() == [1, 0]
+    torch.testing.assert_close(x[0], torch.nn.functional.pad(images[1], (2, 2, 2, 2), value=-1.0)[:, dy:dy + 4, dx:dx + 4])
+
+
+def test_train_classifier_is_deterministic_and_leaves_the_global_rng_alone():
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(20) % 10
+    images = torch.rand(20, 1, 32, 32, generator=gen) * 2 - 1
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    a = train_classifier(images, labels, epochs=1, batch_size=8, seed=2, dtype=None)
+    assert torch.equal(torch.get_rng_state(), before)
+    b = train_classifier(images, labels, epochs=1, batch_size=8, seed=2, dtype=None)
+    assert not a.training
+    for (k, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), k
+    c = train_classifier(images, labels, epochs=1, batch_size=8, seed=3, dtype=None)
+    assert not torch.equal(a.head[1].weight, c.head[1].weight)
+
+
+def test_figures_write_pngs_of_the_expected_size(tmp_path):
+    from PIL import Image
+
+    path = image_grid(torch.zeros(6, 1, 32, 32) - 1, tmp_path / "g.png", nrow=3)
+    img = Image.open(path)
+    assert img.size == (2 + 3 * 34, 2 + 2 * 34)
+    assert img.getpixel((0, 0)) == (255, 255, 255) and img.getpixel((3, 3)) == (0, 0, 0)  # padding, then -1
+    assert moving_average([1.0, 2.0, 3.0, 4.0], k=2) == [1.5, 2.5, 3.5]
+    assert moving_average([1.0, 2.0], k=3) == [1.0, 2.0]
+    hist = {k: [0.5] * 30 for k in ("loss_d", "loss_g", "d_x", "d_g_z")}
+    assert Image.open(training_curves(hist, "t", tmp_path / "c.png")).size[0] > 500
+
+
 def test_prepare_digits_range_and_size():
     imgs = torch.tensor([[[0, 255], [255, 0]]], dtype=torch.uint8).expand(3, 2, 2).contiguous()
     x = prepare_digits(imgs, 4)
@@ -283,8 +390,9 @@ def _cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("VISLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
+# fp32: bf16 is emulated (slowly) on CPUs without AVX512-BF16; the bf16 step has its own test
 TINY = ["--batch-size", "16", "--ngf", "4", "--ndf", "4", "--eval-samples", "40", "--classifier-epochs", "1",
-        "--grid-every", "3"]
+        "--grid-every", "3", "--precision", "fp32"]
 
 
 def test_train_writes_contract_metrics_and_resume_equals_uninterrupted(tiny_mnist, tmp_path):
@@ -300,6 +408,7 @@ def test_train_writes_contract_metrics_and_resume_equals_uninterrupted(tiny_mnis
     assert not (full / "checkpoint.pt").exists()
     hist = json.loads((full / "history.json").read_text())
     assert len(hist["loss_d"]) == 12 and len(hist["d_g_z"]) == 12
+    assert m["last_epoch_mean"]["loss_g"] == pytest.approx(sum(hist["loss_g"][6:]) / 6, rel=1e-12)
 
     part = tmp_path / "part"
     assert main([*common, "--out", str(part), "--stop-after-batches", "8"]) == 3
@@ -342,15 +451,27 @@ def test_cdcgan_run_sample_and_interpolate(tiny_mnist, tmp_path):
 def test_compare_trains_missing_variants_and_tabulates(tiny_mnist, tmp_path, capsys):
     out = tmp_path / "cmp"
     args = ["gan", "compare", "--data-root", str(tiny_mnist), "--epochs", "1", "--eval-samples", "40",
-            "--out", str(out)]
+            "--precision", "fp32", "--out", str(out)]
     assert main([*args, "--variants", "default", "nz10"]) == 0
     rows = json.loads((out / "comparison.json").read_text())
     assert [r["variant"] for r in rows] == ["default", "nz10"] and [r["nz"] for r in rows] == [100, 10]
     table = (out / "comparison.md").read_text()
     assert table.splitlines()[0].startswith("| variant | g_loss | nz")
+    assert {"config.json", "manifest.json"} <= {p.name for p in out.iterdir()}  # a run folder like any other
+    assert [r["variant"] for r in json.loads((out / "metrics.json").read_text())["variants"]] == ["default", "nz10"]
+    first = (out / "nz10" / "metrics.json").read_text()
     assert main([*args, "--variants", "nz10"]) == 0
     assert "reusing the finished run" in capsys.readouterr().out
+    assert (out / "nz10" / "metrics.json").read_text() == first and (out / "default" / "generator.pt").is_file()
+    assert not (out / "checkpoint.json").exists() and not Path(str(out) + ".partial").exists()
     assert main([*args, "--variants", "bogus"]) == 2
+    # other training options would mix budgets in one table: refused, nothing moved
+    assert main([*args[:5], "2", *args[6:], "--variants", "minimax"]) == 2
+    assert (out / "manifest.json").is_file() and not Path(str(out) + ".partial").exists()
+    foreign = tmp_path / "foreign"
+    (foreign / "photos").mkdir(parents=True)
+    assert main(["gan", "compare", "--data-root", str(tiny_mnist), "--out", str(foreign)]) == 2
+    assert (foreign / "photos").is_dir()
 
 
 def test_comparison_markdown_formats_rows():

@@ -130,8 +130,7 @@ def fit(algorithm: Trainable, data: EpochData, plan: Plan, *,
         saved = checkpoint.load()
         if saved is not None:
             state = _restore(saved, algorithm, rngs, extras)
-            print(f"{desc}: " + (f"resuming at epoch {state.epoch + 1}/{plan.epochs}, step {state.step_in_epoch}"
-                                 if state.epoch < plan.epochs else "already trained; using the checkpoint"),
+            print(f"{desc}: resuming at epoch {state.epoch + 1}/{plan.epochs}, step {state.step_in_epoch}",
                   file=sys.stderr)
     resumed_from = state.steps
     t_session = time.perf_counter()

@@ -19,9 +19,14 @@ return a scalar float32 mean over the batch:
 Computing from logits (``binary_cross_entropy_with_logits``, i.e. softplus) rather than from the
 Sigmoid output keeps the losses finite when D is confident, and the losses are always evaluated in
 float32 even when the networks run under bf16 autocast.
+
+:class:`GAN` is the training as an algorithm object for :func:`vislab.training.fit` (``update`` /
+``predict`` / ``state``); the remaining functions build the generator inputs of the figures (class
+grids, latent interpolations).
 """
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -62,19 +67,20 @@ def _d(d: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
 
 def train_step(g: nn.Module, d: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
                real: torch.Tensor, z: torch.Tensor, y: torch.Tensor | None = None, *,
-               g_loss: GLoss = "non-saturating", amp_dtype: torch.dtype | None = None) -> dict[str, float]:
+               g_loss: GLoss = "non-saturating", dtype: torch.dtype | None = None) -> dict[str, float]:
     """One DCGAN iteration (Radford et al. 2016 / the PyTorch DCGAN recipe): update D on a real batch
     ``real (N, C, S, S)`` and a fake batch ``G(z)`` (``z (N, nz)``, labels ``y (N,)`` for the
     conditional model, the same labels for real and fake), then update G on the same fakes.
 
     Real and fake batches go through D separately so that BatchNorm statistics are per-source, as
     in the reference recipe. Returns ``loss_d``, ``loss_g``, ``d_x`` (mean D(x)), ``d_g_z`` (mean
-    D(G(z)) seen by the D update) and ``d_g_z_after`` (after it, seen by the G update).
+    D(G(z)) seen by the D update) and ``d_g_z_after`` (after it, seen by the G update). ``dtype``:
+    the autocast dtype of the networks (:func:`vislab.precision.resolve_precision`; None = float32).
     """
     dev = real.device
     # -- D: maximise log D(x) + log(1 - D(G(z)))
     opt_d.zero_grad(set_to_none=True)
-    with autocast(dev, amp_dtype):
+    with autocast(dev, dtype):
         fake = _g(g, z, y)
         real_logits = _d(d, real, y)
         fake_logits = _d(d, fake.detach(), y)
@@ -85,7 +91,7 @@ def train_step(g: nn.Module, d: nn.Module, opt_g: torch.optim.Optimizer, opt_d: 
     opt_g.zero_grad(set_to_none=True)
     d.requires_grad_(False)  # G's backward pass needs D's input gradients only, not its weight gradients
     try:
-        with autocast(dev, amp_dtype):
+        with autocast(dev, dtype):
             fake_logits2 = _d(d, fake, y)
         loss_g = generator_loss(fake_logits2, g_loss)
         loss_g.backward()
@@ -117,3 +123,73 @@ def interpolate_latents(z1: torch.Tensor, z2: torch.Tensor, steps: int) -> torch
         raise ValueError(f"interpolation needs at least 2 steps, got {steps}")
     alpha = torch.linspace(1.0, 0.0, steps, dtype=z1.dtype, device=z1.device)[:, None]
     return alpha * z1[None] + (1 - alpha) * z2[None]
+
+
+@torch.no_grad()
+def generate(g: nn.Module, z: torch.Tensor, y: torch.Tensor | None = None, *, batch_size: int = 1000,
+             dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``G(z[, y])`` in eval mode (BatchNorm running statistics), float32, in batches; G's mode is
+    restored afterwards."""
+    was_training = g.training
+    g.eval()
+    out = []
+    try:
+        for i in range(0, len(z), batch_size):
+            with autocast(z.device, dtype):
+                out.append(_g(g, z[i:i + batch_size], None if y is None else y[i:i + batch_size]).float())
+    finally:
+        g.train(was_training)
+    return torch.cat(out)
+
+
+class GAN:
+    """DCGAN or cDCGAN training (the networks of :func:`vislab.models.dcgan.build_gan`) as an
+    algorithm object: ``update((real, z, y))`` is one :func:`train_step` (``y`` None for the
+    unconditional model), ``predict(z[, y])`` generates, ``state()`` / ``load_state()`` hold both
+    networks and both optimisers."""
+
+    def __init__(self, g: nn.Module, d: nn.Module, *, lr_g: float = 5e-4, lr_d: float = 2e-4,
+                 betas: tuple[float, float] = (0.5, 0.999), g_loss: GLoss = "non-saturating",
+                 dtype: torch.dtype | None = None):
+        self.g, self.d = g, d
+        self.opt_g, self.opt_d = make_optimizers(g, d, lr_g=lr_g, lr_d=lr_d, betas=betas)
+        self.g_loss, self.dtype = g_loss, dtype
+
+    def update(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]) -> dict[str, float]:
+        real, z, y = batch
+        return train_step(self.g, self.d, self.opt_g, self.opt_d, real, z, y, g_loss=self.g_loss, dtype=self.dtype)
+
+    def predict(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return generate(self.g, z, y, dtype=self.dtype)
+
+    def state(self) -> dict:
+        return {"g": self.g.state_dict(), "d": self.d.state_dict(), "opt_g": self.opt_g.state_dict(),
+                "opt_d": self.opt_d.state_dict()}
+
+    def load_state(self, state: dict) -> None:
+        self.g.load_state_dict(state["g"]), self.d.load_state_dict(state["d"])
+        self.opt_g.load_state_dict(state["opt_g"]), self.opt_d.load_state_dict(state["opt_d"])
+
+
+def grid_inputs(z: torch.Tensor, conditional: bool,
+                num_classes: int = 10) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """Inputs of a sample grid and its images per row. cDCGAN: ``num_classes`` rows x ``len(z)``
+    columns, row k = class k, column j = z[j] (make_grid fills rows first); DCGAN: the ``z`` in a
+    square-ish grid."""
+    if conditional:
+        cols = len(z)
+        return z.repeat(num_classes, 1), torch.arange(num_classes).repeat_interleave(cols), cols
+    return z, None, max(1, round(math.sqrt(len(z))))
+
+
+def interpolation_inputs(nz: int, pairs: int, steps: int, gen: torch.Generator, *, conditional: bool,
+                         label: int = -1) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Inputs of ``pairs`` strips of ``steps`` images from ``z1`` to ``z2`` (both drawn from ``gen``):
+    ``(pairs * steps, nz)`` latents, and for the cDCGAN the class of each image (strip i shows class
+    ``label``, or i mod 10 when ``label`` is -1)."""
+    z1, z2 = torch.randn(pairs, nz, generator=gen), torch.randn(pairs, nz, generator=gen)
+    z = torch.cat([interpolate_latents(z1[i], z2[i], steps) for i in range(pairs)])
+    if not conditional:
+        return z, None
+    cls = torch.arange(pairs) % 10 if label < 0 else torch.full((pairs,), label)
+    return z, cls.repeat_interleave(steps)

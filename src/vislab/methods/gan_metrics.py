@@ -12,6 +12,9 @@ biased by the sample size, so the real-vs-real baseline (train images vs test im
 is computed beside it: that is the floor a perfect generator would reach.
 
 Images are ``(N, 1, S, S)`` floats in [-1, 1], the range the generators produce.
+:func:`real_baseline` and :func:`sample_metrics` are the two halves of a GAN run's evaluation: the
+first depends only on the data and the classifier (the experiments cache it on disk), the second
+on the generated images.
 """
 from __future__ import annotations
 
@@ -89,3 +92,24 @@ def conditional_accuracy(classifier: nn.Module, images: torch.Tensor, labels: to
     for i in range(0, len(images), batch_size):
         hits += (classifier(images[i:i + batch_size].float()).argmax(1) == labels[i:i + batch_size]).sum().item()
     return hits / len(images)
+
+
+def real_baseline(feature: nn.Module, real_test: torch.Tensor, real_train: torch.Tensor, *,
+                  seed: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
+    """The reference features (of ``real_test``) and the real-vs-real FID / KID of ``real_train``
+    against them: the floor a perfect generator reaches with as many images."""
+    f_test = extract_features(feature, real_test)
+    return f_test, fid_kid_from_features(f_test, extract_features(feature, real_train), seed=seed)
+
+
+def sample_metrics(feature: nn.Module, classifier: nn.Module, reference: torch.Tensor, baseline: dict[str, float],
+                   fake: torch.Tensor, labels: torch.Tensor | None = None, *, seed: int = 0) -> dict[str, float]:
+    """FID / KID of generated images ``fake`` against the ``reference`` features beside the
+    ``baseline`` of :func:`real_baseline`, and with ``labels`` (the classes asked of a conditional
+    generator) the share the classifier assigns to them."""
+    m = fid_kid_from_features(reference, extract_features(feature, fake), seed=seed)
+    out = {"fid": m["fid"], "kid": m["kid"], "kid_std": m["kid_std"],
+           "fid_real_baseline": baseline["fid"], "kid_real_baseline": baseline["kid"]}
+    if labels is not None:
+        out["conditional_accuracy"] = conditional_accuracy(classifier, fake, labels)
+    return out

@@ -219,9 +219,5 @@ def build_gan(model: Literal["dcgan", "cdcgan"] = "dcgan", *, nz: int = 100, ngf
     return g, d
 
 
-def is_conditional(g: nn.Module) -> bool:
-    return isinstance(g, (CondGenerator, CondDiscriminator))
-
-
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())

@@ -7,27 +7,15 @@ experiments are computed on the 128-d penultimate layer of this network, and the
 
 Architecture: 3 x [Conv3x3 + BatchNorm + ReLU + MaxPool2] (32, 64, 128 channels; 32 -> 16 -> 8 -> 4),
 Linear(2048 -> 128) + ReLU (the features), Dropout(0.3), Linear(128 -> 10). Three epochs of Adam with
-a one-cycle schedule give about 99.3 % test accuracy.
-
-The trained weights are cached (atomically) under ``cache_dir("gan")`` keyed by a digest of the
-training images, the architecture version and the training settings, so every GAN run measures
-with the same network.
+a one-cycle schedule (:mod:`vislab.methods.digit_classifier`) give about 99.3 % test accuracy.
 """
 from __future__ import annotations
-
-import hashlib
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.download import cache_dir
-from ..io import torch_load, torch_save
-from ..progress import progress
-
-ARCH_VERSION = "mnist-cnn-v1"
+ARCH_VERSION = "mnist-cnn-v1"  # part of the key of trained weights kept on disk: change with the network
 NUM_FEATURES = 128
 
 
@@ -93,74 +81,3 @@ def predict(classifier: nn.Module, images: torch.Tensor, batch_size: int = 1000)
     """Class indices ``(N,)`` for images ``(N, 1, S, S)`` in [-1, 1]."""
     classifier.eval()
     return torch.cat([classifier(images[i:i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)])
-
-
-def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, epochs: int = 3, batch_size: int = 128,
-                     lr: float = 3e-3, seed: int = 0, amp_dtype: torch.dtype | None = torch.bfloat16) -> MnistClassifier:
-    """Train :class:`MnistClassifier` on ``images (N, 1, 32, 32)`` in [-1, 1] and ``labels (N,)``.
-
-    Adam + one-cycle learning rate; random shifts of up to 2 px as the only augmentation. The loss is
-    computed in float32 even when the network runs under bf16 autocast."""
-    # The global RNG (init, dropout) is forked: whether the classifier comes from the cache or is
-    # trained must not change the random numbers a GAN run draws afterwards.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return _train(images, labels, epochs, batch_size, lr, torch.Generator().manual_seed(seed), amp_dtype)
-
-
-def _train(images, labels, epochs, batch_size, lr, gen, amp_dtype) -> MnistClassifier:
-    net = MnistClassifier()
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    steps = epochs * ((len(images) + batch_size - 1) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    autocast = torch.autocast("cpu", dtype=amp_dtype, enabled=amp_dtype is not None)
-    padded = F.pad(images, (2, 2, 2, 2), value=-1.0)
-    size = images.shape[-1]
-    net.train()
-    bar = progress(total=steps, desc="MNIST classifier (GAN metrics)")
-    for _ in range(epochs):
-        perm = torch.randperm(len(images), generator=gen)
-        for i in range(0, len(images), batch_size):
-            idx = perm[i:i + batch_size]
-            dx, dy = torch.randint(0, 5, (2,), generator=gen).tolist()  # one shift per batch: cheap
-            x = padded[idx, :, dy:dy + size, dx:dx + size]
-            with autocast:
-                logits = net(x)
-            loss = F.cross_entropy(logits.float(), labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.update(1)
-    bar.close()
-    return net.eval()
-
-
-def _cache_key(images: torch.Tensor, labels: torch.Tensor, settings: dict[str, Any]) -> str:
-    h = hashlib.sha256()
-    h.update(ARCH_VERSION.encode())
-    h.update(repr(sorted(settings.items())).encode())
-    h.update(images.contiguous().numpy().tobytes())
-    h.update(labels.contiguous().numpy().tobytes())
-    return h.hexdigest()[:20]
-
-
-def load_or_train_classifier(train_images: torch.Tensor, train_labels: torch.Tensor,
-                             test_images: torch.Tensor, test_labels: torch.Tensor, *, epochs: int = 3,
-                             seed: int = 0, cache: str | Path | None = None) -> tuple[MnistClassifier, float, str]:
-    """The cached classifier for this training set (trained on first use), its test accuracy and its
-    cache key (a digest that also keys anything derived from the classifier, e.g. cached features).
-
-    Images are uint8 ``(N, 28, 28)`` as :func:`vislab.data.mnist.load_mnist` gives them; the cache
-    file is ``<cache>/mnist-classifier-<digest>.pt`` (``cache`` defaults to ``cache_dir("gan")``)."""
-    key = _cache_key(train_images, train_labels, {"epochs": epochs, "seed": seed})
-    path = Path(cache or cache_dir("gan")) / f"mnist-classifier-{key}.pt"
-    net = MnistClassifier()
-    if path.is_file():
-        blob = torch_load(path)
-        net.load_state_dict(blob["state_dict"])
-        return net.eval(), float(blob["test_accuracy"]), key
-    net = train_classifier(prepare_digits(train_images), train_labels, epochs=epochs, seed=seed)
-    acc = (predict(net, prepare_digits(test_images)) == test_labels).float().mean().item()
-    torch_save({"state_dict": net.state_dict(), "test_accuracy": acc, "arch": ARCH_VERSION}, path)
-    return net, acc, key

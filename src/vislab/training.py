@@ -130,7 +130,8 @@ def fit(algorithm: Trainable, data: EpochData, plan: Plan, *,
         saved = checkpoint.load()
         if saved is not None:
             state = _restore(saved, algorithm, rngs, extras)
-            print(f"{desc}: resuming at epoch {state.epoch + 1}/{plan.epochs}, step {state.step_in_epoch}",
+            print(f"{desc}: " + (f"resuming at epoch {state.epoch + 1}/{plan.epochs}, step {state.step_in_epoch}"
+                                 if state.epoch < plan.epochs else "already trained; using the checkpoint"),
                   file=sys.stderr)
     resumed_from = state.steps
     t_session = time.perf_counter()

@@ -103,21 +103,25 @@ def test_a_failed_run_leaves_its_questions_unanswered_with_the_command(study_env
     assert f"{b8['numbers']['p_76']:.2f}" in b8["answer"]
 
 
+def _outcomes(out: Path) -> dict[str, dict]:
+    """role -> its (first) run's outcome, from study.json."""
+    return {role: runs[0] for role, runs in json.loads((out / "study.json").read_text())["roles"].items()}
+
+
 def test_a_rerun_reuses_finished_runs_and_a_wider_study_adds_only_the_missing(study_env):
     tmp, config = study_env
     out = tmp / "study"
     args = ["study", "--config", str(config), "--out", str(out), "--no-download", "--device", "cpu"]
     assert main(args + ["--questions", "B8"]) == 0
-    first = json.loads((out / "study.json").read_text())["runs"]
-    assert [r["status"] for r in first] == ["done"]
+    first = _outcomes(out)
+    assert {r: o["status"] for r, o in first.items()} == {"classviz": "done"}
     assert main(args + ["--questions", "B8", "B10"]) == 0
-    again = {r["role"]: r["status"] for r in json.loads((out / "study.json").read_text())["runs"]}
-    assert again == {"classviz": "reused", "classviz_init": "done"}
-    # an interrupted run (a .partial folder, no manifest) is made again, not taken as finished
-    folder = out / first[0]["folder"]
+    assert {r: o["status"] for r, o in _outcomes(out).items()} == {"classviz": "reused", "classviz_init": "done"}
+    # an interrupted run (a .partial folder, no finished folder) is made again, not taken as finished
+    folder = out / first["classviz"]["folder"]
     shutil.move(folder, folder.with_name(folder.name + ".partial"))
     assert main(args + ["--questions", "B8"]) == 0
-    assert json.loads((out / "study.json").read_text())["runs"][0]["status"] == "done"
+    assert _outcomes(out)["classviz"]["status"] == "done" and (folder / "manifest.json").is_file()
 
 
 def test_report_is_light_and_organised_by_question(study_env):

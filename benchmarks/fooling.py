@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from isolated import Loop, time_loops
-from vislab.data.samples import SampleOptions, load_samples, to_batch
+from vislab.data.samples import load_samples, to_batch
 from vislab.io import write_json
 from vislab.methods.fooling import fool
 from vislab.models.backbones import build_backbone
@@ -66,8 +66,8 @@ def build_variant(kind: str, size: int | None, bf16: bool, args: argparse.Namesp
     model = backbone.pixel_model(fold_bn=kind.startswith("folded")).to(device)
     if kind == "folded_cl":
         model = model.to(memory_format=torch.channels_last)
-    opts = SampleOptions(images=args.images, samples=None if args.images else args.samples, limit=args.limit)
-    x = to_batch(load_samples(opts).images, backbone.preprocess).to(device)
+    samples = load_samples(args.images, None if args.images else args.samples, args.limit)
+    x = to_batch(samples.images, backbone.preprocess).to(device)
     amp = torch.bfloat16 if bf16 else None
 
     def run(max_iterations: int) -> list[int]:
@@ -75,7 +75,7 @@ def build_variant(kind: str, size: int | None, bf16: bool, args: argparse.Namesp
             out = reference_loop(model, x, args.target, args.learning_rate, max_iterations)
         else:
             n = size or len(x)
-            out = sum((fool(model, x[i:i + n], args.target, amp_dtype=amp, learning_rate=args.learning_rate,
+            out = sum((fool(model, x[i:i + n], args.target, autocast_dtype=amp, learning_rate=args.learning_rate,
                             max_iterations=max_iterations, stop_on_uint8=False).iterations.tolist()
                        for i in range(0, len(x), n)), [])
         if device.type == "cuda":
@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default="benchmarks/results/fooling.json", help="where to write the timings")
     args = ap.parse_args(argv)
 
-    opts = SampleOptions(images=args.images, samples=None if args.images else args.samples, limit=args.limit)
-    n, c = len(load_samples(opts).images), args.chunk
+    n = len(load_samples(args.images, None if args.images else args.samples, args.limit).images)
+    c = args.chunk
     ref_name = "reference loop fp32 (course)"
     variants = {ref_name: Loop(build_variant, ("reference", None, False, args), vislab_allocator=False),
                 "reference loop, vislab's allocator policy": Loop(build_variant, ("reference", None, False, args))}

@@ -11,6 +11,7 @@ from torch import nn
 from vislab.cli import main
 from vislab.methods.classviz import ascent_step, blur, class_visualization, jitter
 from vislab.models.backbones import PixelModel
+from vislab.schemas import check_metrics
 
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.5)
 HW = 8
@@ -131,8 +132,8 @@ def test_cli_classviz_with_sweep(tmp_path):
                "--iterations", "2", "--show-every", "1", "--image-size", "64", "--sweep",
                "--sweep-learning-rates", "5", "--sweep-l2-regs", "0.001", "0.01", "--out", str(out)])
     assert rc == 0
-    m = json.loads((out / "metrics.json").read_text())
-    assert [r["target"] for r in m["results"]] == [76, 113]
+    m = check_metrics("classviz", json.loads((out / "metrics.json").read_text()))
+    assert [r["target"] for r in m["results"]] == [76, 113] and m["init"] == "noise" and m["image_size"] == 64
     assert all(0 <= r["probability"] <= 1 for r in m["results"])
     assert len(m["sweep"]["results"]) == 2 and set(m["sweep"]["results"][0]["probability_by_iterations"]) == {"1", "2"}
     for name in ("snapshots.png", "sweep.png", "classviz_76.png", "classviz_113.png"):
@@ -140,14 +141,14 @@ def test_cli_classviz_with_sweep(tmp_path):
 
 
 def test_cli_batching_does_not_change_the_images():
-    from vislab.experiments.visualize import ClassVizConfig, _classviz_batches
+    from vislab.experiments.classviz import ClassVizConfig, _classviz_batches
 
     model = conv_model(2)
     f64 = dict(dtype=torch.float64)
     args = (model, _rand(seed=5), torch.tensor([0, 1, 2]), torch.tensor([1.0, 5.0, 20.0], **f64),
             torch.tensor([1e-3, 1e-2, 1e-3], **f64))
     common = dict(blur_every=2, max_jitter=2, show_every=2, iterations=4)
-    one = _classviz_batches(*args, ClassVizConfig(batch_size=1), common)
-    three = _classviz_batches(*args, ClassVizConfig(batch_size=3), common)
+    one = _classviz_batches(*args, ClassVizConfig(batch_size=1, **common))
+    three = _classviz_batches(*args, ClassVizConfig(batch_size=3, **common))
     torch.testing.assert_close(one.images, three.images, rtol=0, atol=1e-12)
     assert [s for s, _ in one.snapshots] == [2, 4] and one.snapshots[0][1].shape == (3, 3, HW, HW)

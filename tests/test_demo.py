@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from vislab.cli import main
+from vislab.schemas import check_metrics
 
 
 def test_demo_plans_the_quick_study_for_all_34_questions(tmp_path, monkeypatch, capsys):
@@ -24,3 +25,6 @@ def test_demo_writes_the_contract_files(tmp_path, monkeypatch):
     assert [a["id"] for a in answers] == ["B8"] and answers[0]["status"] == "answered"
     assert (out / "report.html").is_file() and (out / "report.md").is_file()
     assert all((out / r / "metrics.json").is_file() for r in answers[0]["runs"])
+    for r in answers[0]["runs"]:  # the metrics of every run it made match their experiment's schema
+        experiment = json.loads((out / r / "manifest.json").read_text())["experiment"]
+        check_metrics(experiment, json.loads((out / r / "metrics.json").read_text()))

@@ -15,6 +15,7 @@ from torch import nn
 from vislab.cli import main
 from vislab.methods.fooling import fool, quantize_uint8
 from vislab.models.backbones import PixelModel
+from vislab.schemas import check_metrics
 
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.5)
 D = 3 * 4 * 4
@@ -143,7 +144,7 @@ def test_cli_fool_metrics_contract(tmp_path):
     rc = main(["fool", "--images", str(folder), "--model", "efficientnet_lite0", "--no-weights", "--target", "6",
                "--max-iterations", "2", "--out", str(out)])
     assert rc == 0
-    m = json.loads((out / "metrics.json").read_text())
+    m = check_metrics("fool", json.loads((out / "metrics.json").read_text()))
     assert len(m["results"]) == 2 and 0 <= m["success_rate"] <= 1
     for r in m["results"]:
         assert isinstance(r["success"], bool) and isinstance(r["success_after_uint8"], bool)

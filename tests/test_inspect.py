@@ -10,6 +10,7 @@ from PIL import Image
 from vislab.cli import main
 from vislab.data.images import find_images, load_image
 from vislab.errors import ImageReadError
+from vislab.schemas import check_metrics
 
 
 def _save(tmp_path, name, img):
@@ -70,8 +71,9 @@ def test_find_images_expands_folders_in_order(tmp_path):
 def test_inspect_vgg16_parameter_contract(tmp_path):
     out = tmp_path / "run"
     assert main(["inspect", "--model", "vgg16", "--no-weights", "--out", str(out)]) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = check_metrics("inspect", json.loads((out / "metrics.json").read_text()))
     assert metrics["params_total"] == 138_357_544 and isinstance(metrics["params_total"], int)
+    assert "predictions" not in metrics  # written only with --images
     assert metrics["params_linear"] == 123_642_856
     assert metrics["params_conv"] == 14_714_688
     assert metrics["output_size"] == 1000
@@ -102,7 +104,7 @@ def test_inspect_predicts_offline_with_efficientnet_lite0(tmp_path, photos, caps
     status = main(["inspect", "--images", str(photos[0]), str(bad), str(photos[1]), str(gray), "-k", "3",
                    "--out", str(out)])
     assert status == 1  # one unreadable file: non-zero exit, the others still processed
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = check_metrics("inspect", json.loads((out / "metrics.json").read_text()))
     preds = metrics["predictions"]
     assert [p["image"] for p in preds] == [str(photos[0]), str(photos[1]), str(gray)]
     assert preds[0]["top"][0]["class"] == "palace"
@@ -111,7 +113,7 @@ def test_inspect_predicts_offline_with_efficientnet_lite0(tmp_path, photos, caps
         probs = [t["prob"] for t in p["top"]]
         assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1
         assert all(isinstance(t["index"], int) for t in p["top"])
-    assert metrics["errors"][0]["image"] == str(bad)
+    assert metrics["errors"][0]["image"] == str(bad) and metrics["images_failed"] == 1
     assert "broken.png" in capsys.readouterr().err
     assert (out / "predictions.png").is_file() and len(list(out.glob("first_conv_*.png"))) == 3
     assert metrics["params_total"] == 4_652_008

@@ -12,11 +12,11 @@ from PIL import Image
 from torch import nn
 
 from vislab.cli import main
-from vislab.data.samples import (SampleOptions, foolbox_data_dir, load_foolbox_samples, load_npz, load_samples,
-                                 to_batch)
+from vislab.data.samples import foolbox_data_dir, load_foolbox_samples, load_npz, load_samples, to_batch
 from vislab.errors import UserError
 from vislab.methods.saliency import saliency_maps
 from vislab.models.backbones import PixelModel, Preprocess
+from vislab.schemas import check_metrics
 
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.5)
 
@@ -109,7 +109,7 @@ def test_foolbox_folder_is_found_without_running_its_init(tmp_path, monkeypatch)
     assert foolbox_data_dir() == pkg / "data"
     s = load_foolbox_samples()
     assert s.names == ["imagenet_00_243", "imagenet_02_3", "imagenet_10_7"]  # numeric NN order
-    assert s.labels == [243, 3, 7] and s.label_tensor().tolist() == [243, 3, 7]
+    assert s.labels == [243, 3, 7]
     assert "foolbox" not in sys.modules
 
 
@@ -131,14 +131,14 @@ def test_load_samples_mixes_files_folders_npz_and_keeps_exact_pixels(tmp_path):
     _photo(8, (255, 0, 0), folder / "a.png")
     _photo(12, (0, 128, 0), folder / "b.png")
     np.savez(tmp_path / "s.npz", X=np.full((1, 8, 8, 3), 7, np.uint8), y=np.array([5]))
-    s = load_samples(SampleOptions(images=[str(tmp_path / "s.npz"), str(folder)]))
-    assert s.names == ["s_00", "a", "b"] and s.labels == [5, None, None] and s.label_tensor() is None
+    s = load_samples([str(tmp_path / "s.npz"), str(folder)])
+    assert s.names == ["s_00", "a", "b"] and s.labels == [5, None, None]
     x = to_batch(s.images, Preprocess(input_size=8, resize=10))
     assert x.shape == (3, 3, 8, 8)
     torch.testing.assert_close(x[0], torch.full((3, 8, 8), 7 / 255))  # already 8x8: not resampled
-    assert load_samples(SampleOptions(images=[str(folder)], limit=1)).names == ["a"]
+    assert load_samples([str(folder)], limit=1).names == ["a"]
     with pytest.raises(UserError, match="--samples foolbox"):
-        load_samples(SampleOptions())
+        load_samples()
 
 
 def test_cli_saliency_writes_maps_and_metrics(tmp_path):
@@ -151,8 +151,9 @@ def test_cli_saliency_writes_maps_and_metrics(tmp_path):
     rc = main(["saliency", "--images", str(folder), "--model", "efficientnet_lite0", "--no-weights",
                "--target", "6", "--out", str(out)])
     assert rc == 0
-    m = json.loads((out / "metrics.json").read_text())
+    m = check_metrics("saliency", json.loads((out / "metrics.json").read_text()))
     assert [r["class"] for r in m["results"]] == [6, 6] and m["num_images"] == 2
+    assert [r["class_source"] for r in m["results"]] == ["target", "target"] and m["top1_accuracy"] is None
     assert (out / "saliency.png").stat().st_size > 0
     maps = torch.load(out / "saliency_maps.pt", weights_only=True)["maps"]
     assert maps.shape == (2, 224, 224) and (maps >= 0).all()

@@ -18,9 +18,11 @@ from .training import Paused
 COMMAND_MODULES = (
     "vislab.experiments.study",
     "vislab.experiments.demo",
-    "vislab.experiments.inspect",
+    "vislab.experiments.inspection",
     "vislab.experiments.transfer",
-    "vislab.experiments.visualize",
+    "vislab.experiments.saliency",
+    "vislab.experiments.fool",
+    "vislab.experiments.classviz",
     "vislab.experiments.adapt_summary",
     "vislab.experiments.adapt",
     "vislab.experiments.gan",

@@ -6,9 +6,9 @@ Three sources, one result (:class:`SampleSet`: PIL images, ImageNet labels or No
   carries as ``foolbox/data/imagenet_NN_<label>.jpg``. They are read from the installed package
   folder, located with ``importlib.util.find_spec`` -- which finds a top-level package without
   running its ``__init__`` (importing foolbox would pull in eagerpy and friends for nothing).
-- a CS231n-style ``.npz``: ``X`` uint8 (N, H, W, 3), ``y`` int (N,), optional ``label_map``.
-  ``label_map`` is usually a pickled dict; pickles can run code, so it is read only when stored
-  as a plain array of names, and the ImageNet class names are used otherwise.
+- a CS231n-style ``.npz``: ``X`` uint8 (N, H, W, 3) and ``y`` int (N,) ImageNet class indices.
+  Any other array (CS231n's ``label_map`` is a pickled dict) is ignored: the file is opened with
+  ``allow_pickle=False``, since pickles can run code, and class names come from ImageNet's list.
 - image files and folders (:func:`vislab.data.images.find_images`), without labels.
 """
 from __future__ import annotations
@@ -17,13 +17,12 @@ import dataclasses
 import importlib.util
 import re
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..config import option
 from ..errors import UserError
 from .images import find_images, load_image
 
@@ -37,29 +36,6 @@ class SampleSet:
     labels: list[int | None]
     names: list[str]
     source: str
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def label_tensor(self) -> torch.Tensor | None:
-        """(N,) int64 labels when every image has one, else None."""
-        if not self.labels or any(lab is None for lab in self.labels):
-            return None
-        return torch.tensor(self.labels, dtype=torch.long)
-
-
-@dataclasses.dataclass
-class SampleOptions:
-    """Config fields choosing the input images (mixed into the part-B configs)."""
-
-    images: list[str] = option([], "image files, folders (searched recursively) and/or CS231n-style .npz "
-                                   "files (X uint8 NHWC, y labels)")
-    samples: Literal["foolbox"] | None = option(None, "a labelled offline sample set: 'foolbox' = the 20 ImageNet "
-                                                      "photos shipped in the foolbox==3.3.4 package")
-    limit: int | None = option(None, "use only the first LIMIT images", min=1)
-    resize: Literal["crop", "squash"] = option("crop", "fit images to the model: 'crop' = resize + centre crop, "
-                                                       "'squash' = resize to a square; images already at the "
-                                                       "model's input size are used as they are")
 
 
 def foolbox_data_dir() -> Path:
@@ -90,7 +66,7 @@ def load_foolbox_samples(data_dir: str | Path | None = None) -> SampleSet:
 
 
 def load_npz(path: str | Path) -> SampleSet:
-    """A CS231n-style ``.npz`` (``X`` uint8 (N, H, W, 3), ``y`` (N,), optional ``label_map``)."""
+    """A CS231n-style ``.npz``: ``X`` uint8 (N, H, W, 3) and optional ``y`` (N,); other arrays are ignored."""
     path = Path(path)
     try:
         data = np.load(path, allow_pickle=False)
@@ -98,7 +74,7 @@ def load_npz(path: str | Path) -> SampleSet:
         raise UserError(f"{path}: cannot read as .npz ({e})") from e
     with data:
         if "X" not in data.files:
-            raise UserError(f"{path}: no array 'X' (expected X uint8 of shape (N, H, W, 3), y, label_map)")
+            raise UserError(f"{path}: no array 'X' (expected X uint8 of shape (N, H, W, 3) and y)")
         X = data["X"]
         y = data["y"] if "y" in data.files else None
     if X.ndim != 4 or X.shape[-1] != 3:
@@ -140,25 +116,27 @@ def load_paths(paths: Sequence[str | Path]) -> SampleSet:
     return SampleSet(images=images, labels=labels, names=names, source=", ".join(map(str, paths)))
 
 
-def load_samples(opts: SampleOptions) -> SampleSet:
-    """The images chosen by ``--images`` and/or ``--samples`` (both may be given)."""
-    if not opts.images and not opts.samples:
+def load_samples(images: Sequence[str | Path] = (), samples: str | None = None,
+                 limit: int | None = None) -> SampleSet:
+    """The images of ``images`` (files, folders, .npz) and/or of the sample set ``samples``
+    (sample set first), the first ``limit`` of them when given."""
+    if not images and not samples:
         raise UserError("no input images: give --images PATH [PATH ...] (files, folders, .npz) "
                         "or --samples foolbox")
     sets = []
-    if opts.samples == "foolbox":
+    if samples == "foolbox":
         sets.append(load_foolbox_samples())
-    elif opts.samples is not None:
-        raise UserError(f"--samples {opts.samples!r}: choose one of {', '.join(SAMPLE_SETS)}")
-    if opts.images:
-        sets.append(load_paths(opts.images))
+    elif samples is not None:
+        raise UserError(f"--samples {samples!r}: choose one of {', '.join(SAMPLE_SETS)}")
+    if images:
+        sets.append(load_paths(images))
     out = SampleSet([], [], [], " + ".join(s.source for s in sets))
     for s in sets:
         out.images += s.images
         out.labels += s.labels
         out.names += s.names
-    if opts.limit is not None:
-        out = SampleSet(out.images[:opts.limit], out.labels[:opts.limit], out.names[:opts.limit], out.source)
+    if limit is not None:
+        out = SampleSet(out.images[:limit], out.labels[:limit], out.names[:limit], out.source)
     if not out.images:
         raise UserError(f"no images found in {out.source}")
     return out

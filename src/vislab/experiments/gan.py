@@ -27,6 +27,7 @@ import torch
 from ..config import COMMANDS, RunConfig, add_command, config_from_args, option, resume_identity
 from ..errors import UserError
 from ..runs import Run
+from ..schemas import check_metrics
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -226,6 +227,7 @@ def run_train(cfg: GanConfig) -> int:
             # 0 in a finished run (the loop stops on a non-finite loss); reports state it
             "nonfinite_losses": sum(not math.isfinite(v) for v in history["loss_d"] + history["loss_g"]),
         })
+        check_metrics("gan", run.metrics)
         # kept until now so that a failed evaluation resumes without training again;
         # generator.pt is what sample / interpolate need
         run.path(CHECKPOINT).unlink()

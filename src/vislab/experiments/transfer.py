@@ -25,12 +25,14 @@ from ..feature_cache import extract_features
 from ..io import write_text
 from ..methods import linear
 from ..methods.features import FeatureExtractor
-from ..models.backbones import BackboneOptions, build_backbone
+from ..models.backbones import build_backbone
 from ..precision import resolve_precision
 from ..reporting import tables
 from ..reporting.figures import transfer as figures
 from ..runs import Run
+from ..schemas import check_metrics
 from ..training import Checkpoint, Plan, fit
+from .options import BackboneOptions
 
 
 @dataclasses.dataclass
@@ -143,6 +145,7 @@ def transfer(cfg: TransferConfig) -> int:
         first = rows[0]
         m["test_accuracy"] = first["test_accuracy"]
         m["best_variant"] = max(rows, key=lambda r: r["test_accuracy"])
+        check_metrics("transfer", m)
         table = tables.markdown_table(rows, TABLE_COLUMNS, {"C": "g", "test_accuracy": ".4f"})
         print(table)
         write_text(run.path("variants.txt"), table + "\n")

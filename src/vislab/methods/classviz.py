@@ -32,7 +32,7 @@ Arguments:
     iterations: T (course 200); blur_every: 10 (0 disables); max_jitter: 16 pixels;
     show_every: keep a snapshot after every ``show_every`` steps (and after the last);
     generator: torch.Generator for the noise and the jitter (reproducible runs);
-    amp_dtype: e.g. torch.bfloat16 for the network's forward under autocast.
+    autocast_dtype: e.g. torch.bfloat16 for the network's forward under autocast.
 
 Shapes:
     -> ClassVizResult: images (N, 3, H, W) in [0, 1]; snapshots: list of (steps done,
@@ -87,12 +87,12 @@ def noise_image(n: int, size: int, mean: torch.Tensor, std: torch.Tensor,
 
 def ascent_step(model: nn.Module, x: torch.Tensor, target: torch.Tensor, ox: int, oy: int,
                 learning_rate: torch.Tensor, l2_reg: torch.Tensor, *, blur_now: bool,
-                amp_dtype: torch.dtype | None = None) -> torch.Tensor:
+                autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
     """One iteration of the formula above on (N, 3, H, W) pixels; returns the new pixels."""
     mean = model.mean.to(x.dtype).view(1, -1, 1, 1)
     std = channel_std(model, x)
     xj = jitter(x, ox, oy).requires_grad_(True)
-    with autocast(x.device, amp_dtype):
+    with autocast(x.device, autocast_dtype):
         logits = model(xj)
     score = logits.float().gather(1, target[:, None]).squeeze(1)
     reg = ((xj - mean) / std).pow(2).flatten(1).sum(dim=1)
@@ -109,7 +109,7 @@ def class_visualization(model: nn.Module, target: int | torch.Tensor, *, init: t
                         image_size: int = 224, learning_rate: float | torch.Tensor = 5.0,
                         l2_reg: float | torch.Tensor = 1e-3, iterations: int = 200, blur_every: int = 10,
                         max_jitter: int = 16, show_every: int = 25, generator: torch.Generator | None = None,
-                        amp_dtype: torch.dtype | None = None, progress=None) -> ClassVizResult:
+                        autocast_dtype: torch.dtype | None = None, progress=None) -> ClassVizResult:
     """Gradient-ascent class visualisation; see the module doc. ``progress`` wraps the range of
     iterations (e.g. :func:`vislab.progress.progress`)."""
     if iterations < 0 or blur_every < 0 or max_jitter < 0 or show_every < 0:
@@ -132,9 +132,9 @@ def class_visualization(model: nn.Module, target: int | torch.Tensor, *, init: t
     for t in steps:
         ox, oy = (int(v) for v in torch.randint(0, max_jitter + 1, (2,), generator=generator))
         x = ascent_step(model, x, target, ox, oy, lr, reg, blur_now=bool(blur_every) and t % blur_every == 0,
-                        amp_dtype=amp_dtype)
+                        autocast_dtype=autocast_dtype)
         if (show_every and (t + 1) % show_every == 0) or t == iterations - 1:
             snapshots.append((t + 1, x.detach().clone()))
-    with torch.no_grad(), autocast(x.device, amp_dtype):
+    with torch.no_grad(), autocast(x.device, autocast_dtype):
         logits = model(x).float()
     return ClassVizResult(images=x.detach(), snapshots=snapshots, logits=logits)

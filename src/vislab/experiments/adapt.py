@@ -117,7 +117,7 @@ class AdaptConfig(RunConfig):
     tsne: bool = option(True, "t-SNE of source and target test features before and after training", resume_safe=True)
     tsne_points: int = option(1000, "test images per domain in the t-SNE", min=16, resume_safe=True)
     tsne_iter: int = option(500, "t-SNE optimisation iterations (>= 250; 1000 is sklearn's default, "
-                            "twice as slow)", min=250, resume_safe=True)
+                            "and takes longer)", min=250, resume_safe=True)
     threads: int | None = option(None, "torch CPU threads (default: torch's choice)", min=1, resume_safe=True)
     resume: bool = option(False, "continue the incomplete run in --out from its last checkpoint")
 

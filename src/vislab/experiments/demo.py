@@ -22,5 +22,4 @@ class DemoConfig(StudyConfig):
 
 def register(subparsers) -> None:
     add_study_command(subparsers, "demo", DemoConfig,
-                      "the quick study: all 34 questions of the practical answered offline (about ten minutes on "
-                      "a 2-core CPU)")
+                      "the quick study: all 34 questions of the practical answered offline")

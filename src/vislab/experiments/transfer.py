@@ -70,9 +70,9 @@ class TransferConfig(BackboneOptions, RunConfig):
     precision: Literal["auto", "bf16", "fp32"] = option(
         "auto", "inference precision: bf16 autocast (fast on CPUs with AMX/AVX512-BF16 and on GPUs), fp32, "
                 "or auto (bf16 where the hardware has it)")
-    batch_size: int = option(16, "images per forward pass during extraction and evaluation (16 was fastest on a "
-                                 "2-core AMX CPU)", min=1, resume_safe=True)
-    workers: int = option(0, "image-decoding worker processes; 0 decodes in the main process, fastest on 2 cores "
+    batch_size: int = option(16, "images per forward pass during extraction and evaluation", min=1,
+                             resume_safe=True)
+    workers: int = option(0, "image-decoding worker processes; 0 decodes in the main process, best on few cores "
                              "where workers compete with the network's threads; raise it on larger machines",
                           min=0, resume_safe=True)
     channels_last: bool = option(True, "run convolutions on channels_last tensors (faster with oneDNN/cuDNN)")

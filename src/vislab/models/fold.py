@@ -11,6 +11,7 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 
 class _ActOnly(nn.Module):
@@ -26,7 +27,8 @@ class _ActOnly(nn.Module):
 
 def fold_batchnorm(net: nn.Module, input_size: int, keep: Sequence[str] = ()) -> tuple[nn.Module, int]:
     """An inference copy of ``net`` with every eval-mode BatchNorm folded into the conv feeding it:
-    ``W' = W * g / sqrt(var + eps)``, ``b' = (b - mean) * g / sqrt(var + eps) + beta``.
+    ``W' = W * g / sqrt(var + eps)``, ``b' = (b - mean) * g / sqrt(var + eps) + beta``
+    (:func:`torch.nn.utils.fusion.fuse_conv_bn_weights`).
 
     Saves one memory-bound pass (and, under bf16 autocast, two dtype casts) per BN: +25-30 %
     images/s for EfficientNet-Lite0 on CPU. torch.fx cannot trace timm's models and
@@ -71,13 +73,8 @@ def fold_batchnorm(net: nn.Module, input_size: int, keep: Sequence[str] = ()) ->
         if not bn.track_running_stats or bn.running_var is None:
             continue
         with torch.no_grad():
-            scale = bn.running_var.add(bn.eps).rsqrt()
-            if bn.weight is not None:
-                scale = scale * bn.weight
-            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-            bias = (bias - bn.running_mean) * scale + (bn.bias if bn.bias is not None else 0)
-            conv.weight.mul_(scale.view(-1, 1, 1, 1))
-            conv.bias = nn.Parameter(bias, requires_grad=False)
+            conv.weight, conv.bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var,
+                                                          bn.eps, bn.weight, bn.bias)
         parent, _, attr = names[bn].rpartition(".")
         setattr(folded.get_submodule(parent) if parent else folded, attr, replacement)
         n += 1

@@ -77,7 +77,7 @@ def tiny_backbone(seed: int = 0) -> Backbone:
     layers = {"conv1": "features.0", "bn1": "features.1", "relu1": "features.2", "conv2": "features.3",
               "relu2": "features.5", "pooled": "flat", "logits": "fc"}
     return Backbone("tiny", net.eval().requires_grad_(False), Preprocess(input_size=32, resize=36), layers,
-                    "pooled", "none")
+                    "pooled")
 
 
 @pytest.fixture

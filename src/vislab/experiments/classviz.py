@@ -19,9 +19,9 @@ from ..precision import autocast, resolve_precision
 from ..progress import progress
 from ..reporting.figures.visualize import snapshots_figure
 from ..runs import Run
-from ..schemas import ClassVizImage, ClassVizMetrics, ClassVizSweep, check_metrics
+from ..schemas import ClassVizImage, ClassVizMetrics, ClassVizSweep, Precision, check_metrics
 from .options import BackboneOptions
-from .visualize import Precision, batches, check_class, class_name, pixel_model, png_roundtrip
+from .visualize import batches, check_class, class_name, pixel_model, png_roundtrip
 
 
 @dataclasses.dataclass

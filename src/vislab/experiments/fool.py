@@ -15,8 +15,8 @@ from ..precision import resolve_precision
 from ..progress import progress
 from ..reporting.figures.visualize import fooling_figure
 from ..runs import Run
-from ..schemas import FoolImage, FoolMetrics, Space, check_metrics
-from .visualize import ImageSetConfig, Precision, batches, check_class, class_name, png_roundtrip, setup
+from ..schemas import FoolImage, FoolMetrics, Precision, Space, check_metrics
+from .visualize import ImageSetConfig, batches, check_class, class_name, png_roundtrip, setup
 
 
 @dataclasses.dataclass

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from typing import Literal
 
 import torch
 
@@ -19,8 +18,6 @@ from ..errors import UserError
 from ..models.backbones import Backbone, PixelModel, build_backbone, imagenet_classes
 from ..runs import Run
 from .options import BackboneOptions, SampleOptions
-
-Precision = Literal["fp32", "bf16"]
 
 
 @dataclasses.dataclass

@@ -89,7 +89,6 @@ class Backbone:
     preprocess: Preprocess
     layers: dict[str, str]
     default_layer: str
-    weights: str
 
     def pixel_model(self, fold_bn: bool = False) -> PixelModel:
         """The network in pixel space; ``fold_bn``: on a copy with BatchNorm folded into the convs
@@ -229,7 +228,7 @@ def build_backbone(name: str, weights: str = "imagenet", device: torch.device | 
         if getattr(m, "inplace", False):
             m.inplace = False
     net.eval().requires_grad_(False).to(device)
-    return Backbone(name, net, spec.preprocess, spec.layers(net), spec.default_layer, weights)
+    return Backbone(name, net, spec.preprocess, spec.layers(net), spec.default_layer)
 
 
 def _torchvision_net(name: str, weights: str) -> nn.Module:

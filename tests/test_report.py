@@ -8,9 +8,9 @@ import pytest
 
 from vislab.cli import main
 from vislab.config import RunConfig
-from vislab.errors import UserError
 from vislab.reporting.figures import plt
 from vislab.runs import Run
+from vislab.schemas import MetricsSchemaError
 
 
 def _fake_inspect_run(folder, total, linear):
@@ -113,12 +113,43 @@ def test_findings_refuse_metrics_that_miss_a_key():
     metrics = {"model": "m", "space": "pixel", "num_images": 2, "seconds": 1.0, "top1_accuracy": None, "results": []}
     assert findings_for("saliency", metrics, {})[0].startswith("Saliency maps of 2 images on m")
     del metrics["num_images"]
-    with pytest.raises(UserError, match="saliency metrics: missing key 'num_images'"):
+    with pytest.raises(MetricsSchemaError, match="saliency metrics: missing key 'num_images'"):
         findings_for("saliency", metrics, {})
 
 
 def test_report_names_the_missing_key_of_an_old_run(tmp_path, capsys):
     with Run("fool", RunConfig(out=str(tmp_path / "old"))) as run:
         run.metrics.update(success_rate=1.0, num_images=2)  # a run of another vislab version
-    assert main(["report", "--runs", str(tmp_path / "old"), "--output", str(tmp_path / "r.html")]) == 2
-    assert "fool metrics: missing key 'model'" in capsys.readouterr().err
+    assert main(["report", "--runs", str(tmp_path / "old"), "--output", str(tmp_path / "r.html")]) == 0
+    assert "fool metrics: missing key 'model'" in capsys.readouterr().err  # no findings, the numbers still shown
+    assert "success_rate" in (tmp_path / "r.html").read_text()
+
+
+def test_part_a_and_b_figures_take_arrays_and_return_their_path(tmp_path):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from vislab.reporting.figures.inspection import feature_map_grid, first_conv_figure, predictions_figure
+    from vislab.reporting.figures.visualize import fooling_figure, saliency_figure, snapshots_figure
+
+    images = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    grid = feature_map_grid(torch.stack([torch.zeros(4, 4), torch.arange(16.0).view(4, 4)]), ncols=2, pad=1)
+    assert grid.shape == (6, 11) and np.isnan(grid[0]).all() and np.isnan(grid[:, 5]).all()  # NaN padding
+    assert (grid[1:5, 1:5] == 0).all()  # a constant map: 0, not NaN
+    assert grid[1:5, 6:10].min() == 0 and grid[1:5, 6:10].max() == 1  # each map min-max scaled on its own
+    pred = {"image": "a.jpg", "top": [{"index": 6, "class": "stingray", "prob": 0.75}]}
+    sal = {"image": "a", "label": None, "label_name": None, "class": 6, "class_name": "stingray",
+           "class_source": "predicted", "predicted": 6, "predicted_name": "stingray", "probability": 0.5,
+           "map_max": 1.0}
+    fool = {"image": "a", "original_prediction_name": "tench", "target_probability": 0.6, "iterations": 3,
+            "success_after_uint8": True, "linf_255": 4.0}
+    paths = [first_conv_figure(images[0], torch.rand(5, 4, 4), "m", "conv1", tmp_path / "a" / "conv.png"),
+             predictions_figure([images[0]], [pred], tmp_path / "pred.png"),
+             saliency_figure(images, images[:, 0], [sal] * 3, tmp_path / "sal.png", cols=2),
+             fooling_figure(images[0], images[1], fool, "stingray", tmp_path / "fool.png"),
+             snapshots_figure([(1, images[:2]), (2, images[1:])], ["x", "y"], tmp_path / "snap.png",
+                              probs_by_step={1: torch.tensor([0.1, 0.2]), 2: torch.tensor([0.3, 0.4])}, title="t")]
+    for path in paths:
+        with Image.open(path) as img:
+            assert img.format == "PNG" and img.width > 100

@@ -3,10 +3,12 @@ keys may be left out, and adapt's two shapes (one mode, several) are told apart.
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
 
+from vislab.io import write_json
 from vislab.schemas import SCHEMAS, FoolMetrics, InspectMetrics, MetricsSchemaError, check_metrics
 
 FOOL_IMAGE = {"image": "a", "label": 3, "label_name": "tiger shark", "original_prediction": 3,
@@ -72,6 +74,21 @@ def test_unknown_keys_and_kinds_are_refused():
         check_metrics("nope", {})
     with pytest.raises(MetricsSchemaError, match="expected a mapping"):
         check_metrics("inspect", [INSPECT])
+
+
+def test_nulls_written_for_non_finite_numbers_pass_where_listed(tmp_path):
+    nan = copy.deepcopy(FOOL)
+    nan["results"][0]["l2"] = float("nan")
+    check_metrics("fool", nan)  # in memory, NaN is a float
+    write_json(tmp_path / "m.json", nan)  # strict JSON: null, listed under non_finite
+    back = json.loads((tmp_path / "m.json").read_text())
+    assert back["results"][0]["l2"] is None and "results[0].l2" in back["non_finite"]["values"]
+    check_metrics("fool", back)
+    back["results"][0]["l2_255"] = None  # a null that is not listed
+    with pytest.raises(MetricsSchemaError, match=r"results\[0\]\.l2_255: expected float, got NoneType None"):
+        check_metrics("fool", back)
+    with pytest.raises(MetricsSchemaError, match="non_finite: missing key 'values'"):
+        check_metrics("fool", {**FOOL, "non_finite": {"reason": "x"}})
 
 
 def _mode(mode: str) -> dict:

@@ -4,7 +4,9 @@
 One TypedDict per document (and per nested record). A key marked ``NotRequired`` is written only
 in some runs (say when); every other key is always written. :func:`check_metrics` validates a
 metrics dict against its schema and names the first missing, unknown or ill-typed key, so a
-renamed key fails loudly instead of being read as 0.
+renamed key fails loudly instead of being read as 0. Every document may also carry the key
+``non_finite`` that :func:`vislab.io.write_json` adds: the paths of the numbers that were NaN or
+infinite, written as null; those nulls pass where a float is expected.
 
 Documents, by experiment name (the ``experiment`` of the run's manifest):
 ``inspect``, ``saliency``, ``fool``, ``classviz``, ``transfer``, ``adapt`` (one mode, or several
@@ -18,6 +20,8 @@ import sys
 import types
 from functools import lru_cache
 from typing import Any, Literal, Mapping, Union, get_args, get_origin, overload
+
+from .io import NON_FINITE_KEY
 
 if sys.version_info >= (3, 11):
     from typing import NotRequired, TypedDict, get_type_hints, is_typeddict
@@ -360,7 +364,14 @@ SCHEMAS: dict[str, Any] = {
 
 # --- validation --------------------------------------------------------------------------------
 
-class MetricsSchemaError(Exception):
+class NonFinite(TypedDict):
+    """What :func:`vislab.io.write_json` adds under ``non_finite`` when a number was NaN or infinite."""
+
+    reason: str
+    values: dict[str, str]  # path in the document (``results[3].l2``) -> "nan", "inf" or "-inf"
+
+
+class MetricsSchemaError(ValueError):
     """Metrics that do not match their schema: a key missing, unknown, or of the wrong type.
     Raised where vislab writes or reads them; the message names the key."""
 
@@ -398,40 +409,49 @@ def check_metrics(kind: str, metrics: Any) -> Any:
     (JSON writes 1.0 as 1.0 but a float field may hold a whole number); bools are not numbers."""
     if kind not in SCHEMAS:
         raise MetricsSchemaError(f"no metrics schema for experiment {kind!r}; known: {', '.join(SCHEMAS)}")
-    problem = _problem(metrics, SCHEMAS[kind], "")
+    schema, nulls = SCHEMAS[kind], frozenset()
+    if isinstance(metrics, Mapping) and NON_FINITE_KEY in metrics:
+        problem = _problem(metrics[NON_FINITE_KEY], NonFinite, NON_FINITE_KEY, nulls)
+        if problem:
+            raise MetricsSchemaError(f"{kind} metrics: {problem}")
+        nulls = frozenset(metrics[NON_FINITE_KEY]["values"])
+        metrics_only = {k: v for k, v in metrics.items() if k != NON_FINITE_KEY}
+    else:
+        metrics_only = metrics
+    problem = _problem(metrics_only, schema, "", nulls)
     if problem:
         raise MetricsSchemaError(f"{kind} metrics: {problem}")
     return metrics
 
 
-def _problem(value: Any, tp: Any, where: str) -> str | None:
-    """What is wrong with ``value`` as a ``tp`` (None: nothing), prefixed with its path."""
+def _problem(value: Any, tp: Any, where: str, nulls: frozenset[str]) -> str | None:
+    """What is wrong with ``value`` as a ``tp`` (None: nothing), prefixed with its path;
+    ``nulls``: the paths where a null stands for a non-finite float."""
     at = f"{where}: " if where else ""
     if tp is Any:
         return None
     if is_typeddict(tp):
-        return _typeddict_problem(value, tp, where)
+        return _typeddict_problem(value, tp, where, nulls)
     origin, args = get_origin(tp), get_args(tp)
     if origin in (Union, types.UnionType):
-        return _union_problem(value, args, where)
+        return _union_problem(value, args, where, nulls)
     if origin is Literal:
         return None if value in args else f"{at}expected one of {', '.join(map(repr, args))}, got {value!r}"
     if origin is list:
         if not isinstance(value, (list, tuple)):
             return f"{at}expected a list, got {_describe(value)}"
-        return next((p for i, v in enumerate(value) if (p := _problem(v, args[0], f"{where}[{i}]"))), None)
+        return next((p for i, v in enumerate(value) if (p := _problem(v, args[0], f"{where}[{i}]", nulls))), None)
     if origin is dict:
         if not isinstance(value, Mapping):
             return f"{at}expected a mapping, got {_describe(value)}"
-        return next((p for k, v in value.items()
-                     if (p := _problem(k, args[0], f"{where} key {k!r}") or _problem(v, args[1], _join(where, k)))),
-                    None)
-    if _is_instance(value, tp):
+        return next((p for k, v in value.items() if (p := _problem(k, args[0], f"{where} key {k!r}", nulls)
+                                                     or _problem(v, args[1], _join(where, k), nulls))), None)
+    if _is_instance(value, tp) or (tp is float and value is None and where in nulls):
         return None
     return f"{at}expected {_type_name(tp)}, got {_describe(value)}"
 
 
-def _typeddict_problem(value: Any, tp: Any, where: str) -> str | None:
+def _typeddict_problem(value: Any, tp: Any, where: str, nulls: frozenset[str]) -> str | None:
     at = f"{where}: " if where else ""
     if not isinstance(value, Mapping):
         return f"{at}expected a mapping ({tp.__name__}), got {_describe(value)}"
@@ -441,15 +461,15 @@ def _typeddict_problem(value: Any, tp: Any, where: str) -> str | None:
     for key in value:
         if key not in hints:
             return f"{at}unknown key {key!r} (not in {tp.__name__}; add it to vislab.schemas)"
-    return next((p for key, v in value.items() if (p := _problem(v, hints[key], _join(where, key)))), None)
+    return next((p for key, v in value.items() if (p := _problem(v, hints[key], _join(where, key), nulls))), None)
 
 
-def _union_problem(value: Any, members: tuple, where: str) -> str | None:
+def _union_problem(value: Any, members: tuple, where: str, nulls: frozenset[str]) -> str | None:
     """None if ``value`` fits one member; else the problem with the member it fits best (the
     TypedDict with the most of its required keys present)."""
     problems = []
     for tp in members:
-        problem = _problem(value, tp, where)
+        problem = _problem(value, tp, where, nulls)
         if problem is None:
             return None
         fit = (len(tp.__required_keys__ & value.keys())

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..errors import UserError
 from ..schemas import (AdaptMetrics, AdaptModeResult, ClassVizMetrics, FoolMetrics, GanMetrics, InspectMetrics,
-                       MetricsSchemaError, SaliencyMetrics, TransferMetrics, check_metrics)
+                       SaliencyMetrics, TransferMetrics, check_metrics)
 
 Findings = Callable[[Any, dict[str, Any]], list[str]]
 FINDINGS: dict[str, Findings] = {}
@@ -25,16 +24,11 @@ def finding(experiment: str) -> Callable[[Findings], Findings]:
 
 
 def findings_for(experiment: str, metrics: dict[str, Any], config: dict[str, Any]) -> list[str]:
-    """The findings of a run of ``experiment``; a :class:`UserError` naming the key when its
-    metrics do not match the experiment's schema (a run written by another version of vislab)."""
+    """The findings of a run of ``experiment``, from its metrics checked against the experiment's
+    schema: a :class:`vislab.schemas.MetricsSchemaError` (a ValueError) names the first missing,
+    unknown or ill-typed key (a run written by another version of vislab)."""
     fn = FINDINGS.get(experiment)
-    if fn is None:
-        return []
-    try:
-        check_metrics(experiment, metrics)
-    except MetricsSchemaError as e:
-        raise UserError(f"{e}: this {experiment} run was not written by this version of vislab; run it again") from None
-    return fn(metrics, config)
+    return fn(check_metrics(experiment, metrics), config) if fn else []
 
 
 @finding("inspect")

@@ -493,7 +493,7 @@ def test_report_skips_malformed_runs_naming_the_file(tmp_path, capsys):
 
 def test_bugs_keep_their_traceback(tmp_path, monkeypatch):
     """Only UserError is turned into one line: a bare ValueError is a bug and must show where it came from."""
-    import vislab.experiments.inspect as inspect_mod
+    import vislab.experiments.inspection as inspect_mod
 
     def broken(cfg):
         raise ValueError("an internal mistake")

@@ -406,7 +406,7 @@ def check_metrics(kind: str, metrics: Any) -> Any:
     """``metrics`` itself, once checked against the schema of experiment ``kind``; else a
     :class:`MetricsSchemaError` naming the missing, unknown or ill-typed key and its path
     (``fool metrics: results[3]: missing key 'linf_255' (float)``). Integers pass as floats
-    (JSON writes 1.0 as 1.0 but a float field may hold a whole number); bools are not numbers."""
+    (a float field may hold a whole number, e.g. the median of integers); bools are not numbers."""
     if kind not in SCHEMAS:
         raise MetricsSchemaError(f"no metrics schema for experiment {kind!r}; known: {', '.join(SCHEMAS)}")
     schema, nulls = SCHEMAS[kind], frozenset()

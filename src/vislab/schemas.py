@@ -335,9 +335,10 @@ class GanInterpolateMetrics(TypedDict):
     layout: str
 
 
+# Read back from each variant's metrics.json, where a non-finite number was written as null.
 GanComparisonRow = TypedDict("GanComparisonRow", {
     "variant": str, "g_loss": str, "nz": int, "ngf/ndf": str, "lr_d/lr_g": str, "init": str, "size": int,
-    "epochs": int, "fid": float, "fid_real_baseline": float, "kid": float,
+    "epochs": int, "fid": Union[float, None], "fid_real_baseline": Union[float, None], "kid": Union[float, None],
     "conditional_accuracy": Union[float, None], "loss_d": Union[float, None], "loss_g": Union[float, None],
     "d_x": Union[float, None], "d_g_z": Union[float, None], "train_seconds": Union[float, None],
 })

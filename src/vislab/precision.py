@@ -44,7 +44,3 @@ def autocast(device: torch.device | str, dtype: torch.dtype | None):
     device_type = device if isinstance(device, str) else device.type
     return torch.autocast(device_type=device_type, dtype=dtype)
 
-
-def amp_dtype(precision: str) -> torch.dtype | None:
-    """DEPRECATED (being removed): use :func:`resolve_precision`. Kept until every caller moved."""
-    return torch.bfloat16 if precision == "bf16" else None

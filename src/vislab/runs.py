@@ -235,6 +235,10 @@ class Run:
             raise err from exc
 
     def finish(self) -> Path:
+        from .schemas import SCHEMAS, check_metrics
+
+        if self.experiment in SCHEMAS:  # the one place every metrics.json is checked against its schema
+            check_metrics(self.experiment, self.metrics)
         write_json(self.dir / "metrics.json", self.metrics)
         write_json(self.dir / "manifest.json", self.manifest())
         with writing(self.final_dir, "--out"):

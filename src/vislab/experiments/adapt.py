@@ -28,7 +28,6 @@ from ..methods.pseudo_label import PseudoLabeller
 from ..models.dann import DANNNet
 from ..reporting.figures.adapt import plot_curves, plot_tsne
 from ..runs import Run
-from ..schemas import check_metrics
 from ..training import Checkpoint, Plan, fit
 from .adapt_summary import comparison_table
 
@@ -288,7 +287,6 @@ def run_adapt(cfg: AdaptConfig) -> int:
                 plot_tsne(panels, cfg.tsne_points, run.path("tsne_modes.png"), "G_f features per mode")
         run.metrics.update({"hparams": dataclasses.asdict(hparams(cfg)), "backgrounds": domains.backgrounds,
                             "mnistm_sha256": domains.mnistm_sha256})
-        check_metrics("adapt", run.metrics)
         for folder in folders.values():  # finished: the checkpoints are no longer needed
             (folder / "checkpoint.pt").unlink(missing_ok=True)
     return 0

@@ -15,7 +15,7 @@ from ..precision import resolve_precision
 from ..progress import progress
 from ..reporting.figures.visualize import fooling_figure
 from ..runs import Run
-from ..schemas import FoolImage, FoolMetrics, Precision, Space, check_metrics
+from ..schemas import FoolImage, FoolMetrics, Precision, Space
 from .visualize import ImageSetConfig, batches, check_class, class_name, png_roundtrip, setup
 
 
@@ -74,7 +74,7 @@ def fool_images(cfg: FoolConfig) -> int:
             "learning_rate": cfg.learning_rate, "max_iterations": cfg.max_iterations, "step_space": cfg.step_space,
             "margin": cfg.margin, "uint8_stop": cfg.uint8_stop, "precision": cfg.precision,
             "num_images": len(results), "seconds": round(seconds, 3), **summary, "results": results}
-        run.metrics.update(check_metrics("fool", metrics))
+        run.metrics.update(metrics)
         for i, r in enumerate(results):
             fooling_figure(x[i], res.images[i], r, class_name(cfg.target), run.path(f"fool_{i:02d}_{r['image']}.png"))
         print(f"fool -> {class_name(cfg.target)} ({cfg.target}): success {summary['success_rate']:.2f}, after uint8 "

@@ -14,7 +14,7 @@ from ..models.backbones import imagenet_classes
 from ..progress import progress
 from ..reporting.figures.visualize import saliency_figure
 from ..runs import Run
-from ..schemas import SaliencyImage, SaliencyMetrics, Space, check_metrics
+from ..schemas import SaliencyImage, SaliencyMetrics, Space
 from .visualize import ImageSetConfig, batches, check_class, class_name, setup
 
 
@@ -68,7 +68,7 @@ def saliency(cfg: SaliencyConfig) -> int:
             "top1_accuracy": (sum(r["predicted"] == r["label"] for r in known) / len(known)) if known else None,
             "results": results,
         }
-        run.metrics.update(check_metrics("saliency", metrics))
+        run.metrics.update(metrics)
         torch_save({"maps": maps_t, "classes": classes_t, "names": samples.names}, run.path("saliency_maps.pt"))
         saliency_figure(x, maps_t, results, run.path("saliency.png"))
         print(f"saliency: {len(results)} images in {seconds:.2f} s -> {run.dir}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 
 from ..errors import UserError
+from ..io import writing
 
 # name -> (function "module:attr" taking dest, one-line description)
 DATASETS = {
@@ -30,6 +31,7 @@ def fetch_dataset(name: str, dest: str | None = None) -> int:
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     module, attr = DATASETS[name][0].split(":")
-    path = getattr(importlib.import_module(module), attr)(dest)
+    with writing(dest or "$VISLAB_CACHE", "--dest"):  # a read-only or full destination: one line naming it
+        path = getattr(importlib.import_module(module), attr)(dest)
     print(path)
     return 0

@@ -228,7 +228,7 @@ def _coerce(name: str, tp: Any, value: Any, meta: typing.Mapping[str, Any]) -> A
     if value is None:
         if optional:
             return None
-        raise UserError(f"option {_flag(name)} cannot be empty")
+        raise UserError(f"{_flag(name)} cannot be empty")
     origin = get_origin(tp)
     if origin in (list, tuple):
         (item,) = set(get_args(tp)) - {Ellipsis}
@@ -236,7 +236,7 @@ def _coerce(name: str, tp: Any, value: Any, meta: typing.Mapping[str, Any]) -> A
         return [_coerce(name, item, v, meta) for v in seq]
     if origin is Literal:
         if value not in get_args(tp):
-            raise UserError(f"option {_flag(name)} {value!r}: choose one of {', '.join(map(str, get_args(tp)))}")
+            raise UserError(f"{_flag(name)} {value!r}: choose one of {', '.join(map(str, get_args(tp)))}")
         return value
     if tp is bool:
         if isinstance(value, bool):
@@ -244,7 +244,7 @@ def _coerce(name: str, tp: Any, value: Any, meta: typing.Mapping[str, Any]) -> A
         try:
             return _parse_bool(value)
         except argparse.ArgumentTypeError as e:
-            raise UserError(f"option {_flag(name)}: {e}") from None
+            raise UserError(f"{_flag(name)}: {e}") from None
     if tp is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)
     if tp in (int, float) and isinstance(value, (int, float, str)) and not isinstance(value, bool):
@@ -254,7 +254,7 @@ def _coerce(name: str, tp: Any, value: Any, meta: typing.Mapping[str, Any]) -> A
             number = None  # a float for an int option, or text that is no number: reported below
         if number is not None and (tp is float or not isinstance(value, float)):
             return _check_range(name, number, meta)
-    raise UserError(f"option {_flag(name)} {value!r}: expected {_type_name(tp)}")
+    raise UserError(f"{_flag(name)} {value!r}: expected {_type_name(tp)}")
 
 
 def _type_name(tp: Any) -> str:

@@ -38,14 +38,14 @@ _OUTPUT_FAILURES = {
     errno.ENOSPC: ("the disk is full", "free some space or choose another {where}"),
     errno.EDQUOT: ("the disk quota is exceeded", "free some space or choose another {where}"),
     errno.EROFS: ("the file system is read-only", "choose another {where}"),
-    errno.EACCES: ("permission denied", "choose a {where} you can write to"),
-    errno.EPERM: ("operation not permitted", "choose a {where} you can write to"),
+    errno.EACCES: ("permission denied", "choose another {where}, one you can write to"),
+    errno.EPERM: ("operation not permitted", "choose another {where}, one you can write to"),
     errno.ENOTDIR: ("a part of the path is a file, not a folder", "choose another {where}"),
     errno.EISDIR: ("it is a folder", "give a file name"),
 }
 
 
-def output_error(exc: BaseException, path: str | Path, where: str = "location") -> OutputError | None:
+def output_error(exc: BaseException, path: str | Path, where: str = "output folder") -> OutputError | None:
     """An :class:`OutputError` naming ``path`` if ``exc`` is a write failure the user can fix, else
     None; ``where`` names the option that chose the path (e.g. "--out")."""
     if not isinstance(exc, OSError) or exc.errno not in _OUTPUT_FAILURES:
@@ -55,7 +55,7 @@ def output_error(exc: BaseException, path: str | Path, where: str = "location") 
 
 
 @contextlib.contextmanager
-def writing(path: str | Path, where: str = "location") -> Iterator[None]:
+def writing(path: str | Path, where: str = "output folder") -> Iterator[None]:
     """Run a block that writes ``path``: a write failure the user can fix is re-raised as an
     :class:`OutputError` naming it (see :func:`output_error`)."""
     try:
@@ -67,7 +67,7 @@ def writing(path: str | Path, where: str = "location") -> Iterator[None]:
         raise err from e
 
 
-def ensure_dir(path: str | Path, where: str = "location") -> Path:
+def ensure_dir(path: str | Path, where: str = "output folder") -> Path:
     """``mkdir -p path``; a path that cannot be created is an :class:`OutputError` naming it."""
     path = Path(path)
     with writing(path, where):

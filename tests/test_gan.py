@@ -23,7 +23,7 @@ from vislab.methods.digit_classifier import ShiftedDigits, train_classifier
 from vislab.models.dcgan import (Generator, _HeadConv, _ProjectT,
                                  build_gan, count_parameters)
 from vislab.models.mnist_classifier import ClassifierFeatures, MnistClassifier, prepare_digits
-from vislab.experiments.gan import Digits
+from vislab.methods.gan import Digits
 from vislab.experiments.gan_compare import comparison_markdown
 from vislab.reporting.figures.gan import image_grid, moving_average, training_curves
 
@@ -189,7 +189,8 @@ def test_train_step_updates_both_networks_and_reports_d_outputs():
     g0 = [p.clone() for p in g.parameters()]
     d0 = [p.clone() for p in d.parameters()]
     stats = train_step(g, d, opt_g, opt_d, torch.rand(16, 1, 32, 32) * 2 - 1, torch.randn(16, 100))
-    assert set(stats) == {"loss_d", "loss_g", "d_x", "d_g_z", "d_g_z_after"}
+    assert set(stats) == {"loss_d", "loss_g", "d_x", "d_g_z", "d_g_z_after", "g_grad_norm"}
+    assert stats["g_grad_norm"] > 0
     assert all(0 < stats[k] < 1 for k in ("d_x", "d_g_z", "d_g_z_after"))
     assert all(not torch.equal(a, b) for a, b in zip(g0, g.parameters()))
     assert all(not torch.equal(a, b) for a, b in zip(d0, d.parameters()))
@@ -477,3 +478,59 @@ def test_compare_trains_missing_variants_and_tabulates(tiny_mnist, tmp_path, cap
 def test_comparison_markdown_formats_rows():
     md = comparison_markdown([{"variant": "a", "fid": 12.345, "kid": 0.01234, "conditional_accuracy": None}])
     assert md.splitlines() == ["| variant | fid | kid |", "|---|---|---|", "| a | 12.35 | 0.0123 |"]
+
+
+# ---------------------------------------------------------------------------------------------- study options
+
+@pytest.mark.parametrize("train_only", ["d", "g"])
+def test_train_only_leaves_the_other_network_at_its_init(train_only):
+    torch.manual_seed(0)
+    g, d = build_gan("dcgan", ngf=8, ndf=8)
+    gan = GAN(g, d, train_only=train_only)
+    g0, d0 = copy.deepcopy(g.state_dict()), copy.deepcopy(d.state_dict())
+    stats = gan.update((torch.rand(16, 1, 32, 32) * 2 - 1, torch.randn(16, 100), None))
+    assert all(0 < stats[k] < 1 for k in ("d_x", "d_g_z", "d_g_z_after")) and stats["loss_d"] > 0
+    frozen, trained = (g, g0) if train_only == "d" else (d, d0), (d, d0) if train_only == "d" else (g, g0)
+    assert all(torch.equal(p, frozen[1][n]) for n, p in frozen[0].named_parameters())
+    assert all(not torch.equal(p, trained[1][n]) for n, p in trained[0].named_parameters())
+    assert (stats["g_grad_norm"] == 0) == (train_only == "d") and stats["g_grad_norm"] >= 0
+
+
+def test_g_grad_norm_is_the_total_norm_of_gs_gradient():
+    torch.manual_seed(0)
+    g, d = build_gan("dcgan", ngf=8, ndf=8)
+    opt_g, opt_d = make_optimizers(g, d)
+    real, z = torch.rand(8, 1, 32, 32) * 2 - 1, torch.randn(8, 100)
+    opt_g.step = lambda: None  # keep G's gradient to compare with
+    stats = train_step(g, d, opt_g, opt_d, real, z)
+    by_hand = math.sqrt(sum(float(p.grad.double().square().sum()) for p in g.parameters()))
+    assert stats["g_grad_norm"] == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_cdcgan_whose_d_does_not_see_the_label(tiny_mnist, tmp_path):
+    common = ["gan", "--model", "cdcgan", "--data-root", str(tiny_mnist), "--epochs", "1", *TINY]
+    run = tmp_path / "nolabel"
+    assert main([*common, "--no-d-sees-label", "--out", str(run)]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    assert 0 <= m["conditional_accuracy"] <= 1
+    assert main(["gan", "--data-root", str(tiny_mnist), "--no-d-sees-label", "--out", str(tmp_path / "x"),
+                 *TINY]) == 2
+    g, d = build_gan("cdcgan", ngf=4, ndf=4)
+    gan = GAN(g, build_gan("dcgan", ngf=4, ndf=4)[1], d_sees_label=False)
+    stats = gan.update((torch.rand(4, 1, 32, 32) * 2 - 1, torch.randn(4, 100), torch.arange(4)))
+    assert 0 < stats["d_x"] < 1 and stats["g_grad_norm"] > 0
+
+
+def test_run_metrics_class_histogram_grad_norms_and_fid_curve(tiny_mnist, tmp_path):
+    run = tmp_path / "d"
+    # 96 images / 16 = 6 batches: FID points at batches 2, 4, 6
+    assert main(["gan", "--data-root", str(tiny_mnist), "--epochs", "1", "--out", str(run), *TINY,
+                 "--fid-every", "2", "--curve-samples", "30", "--train-only", "d"]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    h = m["class_histogram"]
+    assert len(h["counts"]) == 10 and sum(h["counts"]) == m["eval_samples"] == 40
+    assert h["max_share"] == max(h["counts"]) / 40 and h["min_share"] == min(h["counts"]) / 40
+    assert h["kl_to_uniform"] >= 0
+    assert [p["batch"] for p in m["fid_curve"]] == [2, 4, 6] and all(p["fid"] >= 0 for p in m["fid_curve"])
+    history = json.loads((run / "history.json").read_text())
+    assert history["g_grad_norm"] == [0.0] * 6 and m["g_grad_norm_first_100_mean"] == 0

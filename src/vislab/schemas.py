@@ -301,6 +301,19 @@ class GanLosses(TypedDict):
     d_x: float  # D(x): mean probability D gives the real batch
     d_g_z: float  # D(G(z)) before G's update
     d_g_z_after: float  # D(G(z)) after it
+    g_grad_norm: NotRequired[float]  # total norm of G's gradient before its step (absent in older runs)
+
+
+class GanClassHistogram(TypedDict):
+    counts: list[int]  # eval samples the MNIST classifier assigns to each digit 0-9
+    max_share: float
+    min_share: float
+    kl_to_uniform: float  # nats
+
+
+class GanFidPoint(TypedDict):
+    batch: int
+    fid: float
 
 
 class GanMetrics(TypedDict):
@@ -321,6 +334,10 @@ class GanMetrics(TypedDict):
     batches_per_second: float
     last_epoch_mean: GanLosses  # means over the last epoch's batches
     nonfinite_losses: int
+    # the next three are written by every run since the study options (absent in older runs)
+    class_histogram: NotRequired[GanClassHistogram]
+    g_grad_norm_first_100_mean: NotRequired[float]
+    fid_curve: NotRequired[list[GanFidPoint]]  # with --fid-every only
 
 
 class GanSampleMetrics(TypedDict):

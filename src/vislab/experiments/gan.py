@@ -9,8 +9,9 @@ Commands (``vislab gan`` alone trains; the other actions are its sub-commands, o
 
 A training run writes ``grids/`` (G(z_test) every ``--grid-every`` batches and at each epoch end),
 ``curves.png`` (D and G losses, D(x) and D(G(z))), ``history.json`` (per batch), ``samples.png``,
-``interpolation.png``, ``generator.pt`` and ``metrics.json`` (fid, kid, fid_real_baseline and, for
-the cDCGAN, conditional_accuracy). The training runs through :func:`vislab.training.fit`: a
+``interpolation.png``, ``generator.pt`` and ``metrics.json`` (fid, kid, fid_real_baseline,
+class_histogram, g_grad_norm_first_100_mean, fid_curve with ``--fid-every`` and, for the cDCGAN,
+conditional_accuracy). The training runs through :func:`vislab.training.fit`: a
 checkpoint at each epoch end, ``--max-minutes`` / ``--stop-after-batches`` pause it, and
 ``--resume`` continues exactly where it stopped.
 """
@@ -65,47 +66,14 @@ class GanConfig(RunConfig):
     resume: bool = option(False, "continue the interrupted run left in OUT.partial from its last checkpoint")
     max_minutes: float = option(0.0, "stop training after this many minutes, keeping a checkpoint for --resume "
                                      "(0 = no limit)", min=0, resume_safe=True)
+    train_only: Literal["both", "d", "g"] = option(
+        "both", "update both networks, or only D or only G (the other keeps its initial weights; SPEC D1 ablations)")
+    d_sees_label: bool = option(True, "cdcgan only: D gets the label y (false: D(x) only, no y branch; SPEC D7)")
+    fid_every: int = option(0, "measure FID of --curve-samples generated images every N batches (0 = off)", min=0)
+    curve_samples: int = option(1000, "generated and test images per point of the FID curve (--fid-every)",
+                                min=2, max=10000)
     stop_after_batches: int = option(0, "stop after this many batches in total, keeping a checkpoint for "
                                         "--resume (0 = train to the end)", min=0, resume_safe=True)
-
-
-@dataclass
-class Digits:
-    """The training images (on the device) as :class:`vislab.training.EpochData`: a permutation per
-    epoch, then batches of ``(real, z, labels or None)`` with fresh noise, all from ``rngs["data"]``."""
-
-    x: torch.Tensor  # (N, 1, S, S) in [-1, 1]
-    labels: torch.Tensor | None  # (N,) for the cDCGAN
-    batch_size: int
-    nz: int
-
-    def order(self, rngs: dict[str, torch.Generator]) -> torch.Tensor:
-        return torch.randperm(len(self.x), generator=rngs["data"])
-
-    def batch(self, order: torch.Tensor, i: int, rngs: dict[str, torch.Generator]) -> tuple:
-        idx = order[i * self.batch_size:(i + 1) * self.batch_size].to(self.x.device)
-        real = self.x[idx].contiguous(memory_format=torch.channels_last)
-        z = torch.randn(len(idx), self.nz, generator=rngs["data"]).to(self.x.device)
-        return real, z, None if self.labels is None else self.labels[idx]
-
-
-class BatchHistory:
-    """Per-batch ``update`` stats (losses, D(x), D(G(z))), checkpointed with the run."""
-
-    KEYS = ("loss_d", "loss_g", "d_x", "d_g_z", "d_g_z_after")
-
-    def __init__(self):
-        self.values: dict[str, list[float]] = {k: [] for k in self.KEYS}
-
-    def add(self, stats: dict[str, float]) -> None:
-        for k, v in stats.items():
-            self.values[k].append(v)
-
-    def state(self) -> dict:
-        return self.values
-
-    def load_state(self, state: dict) -> None:
-        self.values = state
 
 
 def _load_digits(cfg: GanConfig):
@@ -125,26 +93,32 @@ def _training_grid(gan, z_test: torch.Tensor, conditional: bool, path) -> None:
     image_grid(gan.predict(z, None if y is None else y.to(z.device)), path, nrow)
 
 
-def train_gan(cfg: GanConfig, run: Run, digits: Digits):
+def train_gan(cfg: GanConfig, run: Run, digits, make_curve=None):
     """Train per ``cfg`` inside ``run`` (resuming from its checkpoint when asked): the trained
-    :class:`~vislab.methods.gan.GAN`, its :class:`~vislab.training.FitResult`, the per-batch history
-    and the fixed noise of the grids."""
-    from ..methods.gan import GAN
+    :class:`~vislab.methods.gan.GAN`, its :class:`~vislab.training.FitResult`, the per-batch history,
+    the fixed noise of the grids and the FID curve points (``make_curve(gan)``: a
+    :class:`~vislab.methods.gan_metrics.FidCurve`, or None for no curve)."""
+    from ..methods.gan import GAN, BatchHistory
     from ..models.dcgan import build_gan
     from ..precision import resolve_precision
     from ..training import Checkpoint, Plan, fit
 
     conditional = digits.labels is not None
     g, d = build_gan(cfg.model, nz=cfg.nz, ngf=cfg.ngf, ndf=cfg.ndf, image_size=cfg.image_size, init=cfg.init)
+    if not cfg.d_sees_label:  # the cDCGAN's G with the unconditional D (no y branch)
+        d = build_gan("dcgan", nz=cfg.nz, ngf=cfg.ngf, ndf=cfg.ndf, image_size=cfg.image_size, init=cfg.init)[1]
     # channels_last: oneDNN's fast convolution layout (also on GPUs with tensor cores)
     g, d = (net.to(run.device, memory_format=torch.channels_last) for net in (g, d))
     gan = GAN(g, d, lr_g=cfg.lr_g, lr_d=cfg.lr_d, betas=(cfg.beta1, cfg.beta2), g_loss=cfg.g_loss,
-              dtype=resolve_precision(cfg.precision, run.device))
+              dtype=resolve_precision(cfg.precision, run.device), train_only=cfg.train_only,
+              d_sees_label=cfg.d_sees_label)
     # One generator for data order and noise; the fixed grid noise comes first (a resumed run draws
     # it again, then the loop restores the generator's checkpointed state).
     rngs = {"data": torch.Generator().manual_seed(cfg.seed)}
     z_test = torch.randn(64, cfg.nz, generator=rngs["data"]).to(run.device)
     history = BatchHistory()
+    curve = make_curve(gan) if make_curve is not None else None
+    extras = {"history": history} if curve is None else {"history": history, "fid_curve": curve}
 
     def grid(name: str) -> None:
         _training_grid(gan, z_test, conditional, run.path(f"grids/{name}.png"))
@@ -155,6 +129,8 @@ def train_gan(cfg: GanConfig, run: Run, digits: Digits):
 
     def on_step(step: int, stats: dict[str, float]) -> None:
         history.add(stats)
+        if curve is not None:
+            curve.on_step(step)
         if cfg.grid_every and step % cfg.grid_every == 0:
             grid(f"step_{step:06d}")
 
@@ -164,21 +140,46 @@ def train_gan(cfg: GanConfig, run: Run, digits: Digits):
 
     result = fit(gan, digits, Plan(cfg.epochs, math.ceil(len(digits.x) / cfg.batch_size)), rngs=rngs,
                  checkpoint=Checkpoint(run.path(CHECKPOINT), resume_identity(cfg)), resume=run.resumed,
-                 before_epoch=before_epoch, evaluate=end_of_epoch, extras={"history": history}, on_step=on_step,
+                 before_epoch=before_epoch, evaluate=end_of_epoch, extras=extras, on_step=on_step,
                  max_minutes=cfg.max_minutes, stop_after_steps=cfg.stop_after_batches, desc=f"{cfg.model} training")
-    return gan, result, history.values, z_test
+    return gan, result, history.values, z_test, None if curve is None else curve.points
+
+
+def _classifier(cfg: GanConfig, train, test):
+    """The cached MNIST classifier of the measures, its feature module, test accuracy and cache key."""
+    from ..models.mnist_classifier import ClassifierFeatures
+    from .gan_store import cached_classifier
+
+    clf, clf_acc, clf_key = cached_classifier(train.images, train.labels, test.images, test.labels,
+                                              epochs=cfg.classifier_epochs, seed=0)
+    return clf, ClassifierFeatures(clf), clf_acc, clf_key
+
+
+def _fid_curve_factory(cfg: GanConfig, train, test, device):
+    """``make_curve`` of :func:`train_gan` for ``--fid-every``: fixed z (and classes for the cDCGAN)
+    of ``--curve-samples`` images against as many test images, on the classifier's features."""
+    from ..methods.gan_metrics import FidCurve, extract_features
+    from ..models.mnist_classifier import prepare_digits
+
+    def make_curve(gan):
+        _, feature, _, _ = _classifier(cfg, train, test)
+        n = cfg.curve_samples
+        reference = extract_features(feature, prepare_digits(test.images, 32)[:n])
+        z = torch.randn(n, cfg.nz, generator=torch.Generator().manual_seed(cfg.seed + 3)).to(device)
+        y = (torch.arange(n) % 10).to(device) if cfg.model == "cdcgan" else None
+        return FidCurve(cfg.fid_every, gan.predict, feature, reference, (z, y))
+
+    return make_curve
 
 
 def evaluate(cfg: GanConfig, gan, train, test, x_all: torch.Tensor, device) -> dict[str, Any]:
     """FID / KID of ``eval_samples`` generated images against the test set, the same for the
     train set (real-vs-real baseline, cached), and the cDCGAN's conditional accuracy."""
     from ..methods.gan_metrics import real_baseline, sample_metrics
-    from ..models.mnist_classifier import ClassifierFeatures, prepare_digits
-    from .gan_store import cached_classifier, cached_reference
+    from ..models.mnist_classifier import prepare_digits
+    from .gan_store import cached_reference
 
-    clf, clf_acc, clf_key = cached_classifier(train.images, train.labels, test.images, test.labels,
-                                              epochs=cfg.classifier_epochs, seed=0)
-    feature = ClassifierFeatures(clf)
+    clf, feature, clf_acc, clf_key = _classifier(cfg, train, test)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     n = cfg.eval_samples
     z = torch.randn(n, cfg.nz, generator=gen).to(device)
@@ -199,14 +200,18 @@ def run_train(cfg: GanConfig) -> int:
     from ..models.mnist_classifier import prepare_digits
     from ..reporting.figures.gan import image_grid, training_curves
     from .gan_interpolate import interpolation_images
+    from ..methods.gan import BatchHistory, Digits
     from .gan_store import save_generator
 
+    if not cfg.d_sees_label and cfg.model != "cdcgan":
+        raise UserError("--no-d-sees-label applies to --model cdcgan only (the DCGAN's D never sees a label)")
     with Run("gan", cfg, resume=cfg.resume) as run:
         train, test = _load_digits(cfg)
         conditional = cfg.model == "cdcgan"
         digits = Digits(prepare_digits(train.images, cfg.image_size).to(run.device),
                         train.labels.to(run.device) if conditional else None, cfg.batch_size, cfg.nz)
-        gan, result, history, z_test = train_gan(cfg, run, digits)
+        make_curve = _fid_curve_factory(cfg, train, test, run.device) if cfg.fid_every else None
+        gan, result, history, z_test, fid_curve = train_gan(cfg, run, digits, make_curve)
         t0 = time.perf_counter()
         m = evaluate(cfg, gan, train, test, digits.x, run.device)
         eval_seconds = time.perf_counter() - t0
@@ -217,7 +222,7 @@ def run_train(cfg: GanConfig) -> int:
         run.save_json("history.json", history)
         save_generator(run.path("generator.pt"), gan.g, model=cfg.model, nz=cfg.nz, ngf=cfg.ngf, ndf=cfg.ndf,
                        image_size=cfg.image_size)
-        last = result.history[-1]
+        last, first_norms = result.history[-1], history["g_grad_norm"][:100]
         run.metrics.update(m)
         run.metrics.update({
             "batches": result.steps, "images_seen": result.steps * cfg.batch_size,
@@ -226,7 +231,10 @@ def run_train(cfg: GanConfig) -> int:
             "last_epoch_mean": {k: last[k] for k in BatchHistory.KEYS},
             # 0 in a finished run (the loop stops on a non-finite loss); reports state it
             "nonfinite_losses": sum(not math.isfinite(v) for v in history["loss_d"] + history["loss_g"]),
+            "g_grad_norm_first_100_mean": sum(first_norms) / max(1, len(first_norms)),
         })
+        if fid_curve is not None:
+            run.metrics["fid_curve"] = fid_curve
         check_metrics("gan", run.metrics)
         # kept until now so that a failed evaluation resumes without training again;
         # generator.pt is what sample / interpolate need

@@ -27,6 +27,7 @@ grids, latent interpolations).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -67,7 +68,8 @@ def _d(d: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
 
 def train_step(g: nn.Module, d: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
                real: torch.Tensor, z: torch.Tensor, y: torch.Tensor | None = None, *,
-               g_loss: GLoss = "non-saturating", dtype: torch.dtype | None = None) -> dict[str, float]:
+               g_loss: GLoss = "non-saturating", dtype: torch.dtype | None = None,
+               update_d: bool = True, update_g: bool = True, d_sees_label: bool = True) -> dict[str, float]:
     """One DCGAN iteration (Radford et al. 2016 / the PyTorch DCGAN recipe): update D on a real batch
     ``real (N, C, S, S)`` and a fake batch ``G(z)`` (``z (N, nz)``, labels ``y (N,)`` for the
     conditional model, the same labels for real and fake), then update G on the same fakes.
@@ -76,28 +78,39 @@ def train_step(g: nn.Module, d: nn.Module, opt_g: torch.optim.Optimizer, opt_d: 
     in the reference recipe. Returns ``loss_d``, ``loss_g``, ``d_x`` (mean D(x)), ``d_g_z`` (mean
     D(G(z)) seen by the D update) and ``d_g_z_after`` (after it, seen by the G update). ``dtype``:
     the autocast dtype of the networks (:func:`vislab.precision.resolve_precision`; None = float32).
+
+    ``update_d`` / ``update_g`` False: that network is not updated (its losses are still computed and
+    returned; ablations of SPEC D1). ``d_sees_label`` False: D gets no labels (a cDCGAN whose D has no
+    y branch). ``g_grad_norm``: the L2 norm of G's whole gradient just before its step (0 when G is
+    not updated).
     """
     dev = real.device
+    y_d = y if d_sees_label else None
     # -- D: maximise log D(x) + log(1 - D(G(z)))
     opt_d.zero_grad(set_to_none=True)
     with autocast(dev, dtype):
         fake = _g(g, z, y)
-        real_logits = _d(d, real, y)
-        fake_logits = _d(d, fake.detach(), y)
+        real_logits = _d(d, real, y_d)
+        fake_logits = _d(d, fake.detach(), y_d)
     loss_d = discriminator_loss(real_logits, fake_logits)
-    loss_d.backward()
-    opt_d.step()
+    if update_d:
+        loss_d.backward()
+        opt_d.step()
     # -- G: non-saturating or minimax loss on the same fakes, through the updated D
     opt_g.zero_grad(set_to_none=True)
     d.requires_grad_(False)  # G's backward pass needs D's input gradients only, not its weight gradients
     try:
-        with autocast(dev, dtype):
-            fake_logits2 = _d(d, fake, y)
+        with torch.set_grad_enabled(update_g), autocast(dev, dtype):
+            fake_logits2 = _d(d, fake, y_d)
         loss_g = generator_loss(fake_logits2, g_loss)
-        loss_g.backward()
+        if update_g:
+            loss_g.backward()
     finally:
         d.requires_grad_(True)
-    opt_g.step()
+    g_grad_norm = 0.0
+    if update_g:
+        g_grad_norm = _total_grad_norm(g)
+        opt_g.step()
     with torch.no_grad():
         return {
             "loss_d": loss_d.item(),
@@ -105,7 +118,14 @@ def train_step(g: nn.Module, d: nn.Module, opt_g: torch.optim.Optimizer, opt_d: 
             "d_x": torch.sigmoid(real_logits.float()).mean().item(),
             "d_g_z": torch.sigmoid(fake_logits.float()).mean().item(),
             "d_g_z_after": torch.sigmoid(fake_logits2.float()).mean().item(),
+            "g_grad_norm": g_grad_norm,
         }
+
+
+def _total_grad_norm(net: nn.Module) -> float:
+    """L2 norm of all of ``net``'s parameter gradients together (read only: nothing is clipped)."""
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
 
 
 def make_optimizers(g: nn.Module, d: nn.Module, lr_g: float = 5e-4, lr_d: float = 2e-4,
@@ -150,14 +170,18 @@ class GAN:
 
     def __init__(self, g: nn.Module, d: nn.Module, *, lr_g: float = 5e-4, lr_d: float = 2e-4,
                  betas: tuple[float, float] = (0.5, 0.999), g_loss: GLoss = "non-saturating",
-                 dtype: torch.dtype | None = None):
+                 dtype: torch.dtype | None = None, train_only: Literal["both", "d", "g"] = "both",
+                 d_sees_label: bool = True):
         self.g, self.d = g, d
         self.opt_g, self.opt_d = make_optimizers(g, d, lr_g=lr_g, lr_d=lr_d, betas=betas)
         self.g_loss, self.dtype = g_loss, dtype
+        self.update_d, self.update_g = train_only in ("both", "d"), train_only in ("both", "g")
+        self.d_sees_label = d_sees_label
 
     def update(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]) -> dict[str, float]:
         real, z, y = batch
-        return train_step(self.g, self.d, self.opt_g, self.opt_d, real, z, y, g_loss=self.g_loss, dtype=self.dtype)
+        return train_step(self.g, self.d, self.opt_g, self.opt_d, real, z, y, g_loss=self.g_loss, dtype=self.dtype,
+                          update_d=self.update_d, update_g=self.update_g, d_sees_label=self.d_sees_label)
 
     def predict(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return generate(self.g, z, y, dtype=self.dtype)
@@ -169,6 +193,45 @@ class GAN:
     def load_state(self, state: dict) -> None:
         self.g.load_state_dict(state["g"]), self.d.load_state_dict(state["d"])
         self.opt_g.load_state_dict(state["opt_g"]), self.opt_d.load_state_dict(state["opt_d"])
+
+
+@dataclass
+class Digits:
+    """The training images (on the device) as :class:`vislab.training.EpochData`: a permutation per
+    epoch, then batches of ``(real, z, labels or None)`` with fresh noise, all from ``rngs["data"]``."""
+
+    x: torch.Tensor  # (N, 1, S, S) in [-1, 1]
+    labels: torch.Tensor | None  # (N,) for the cDCGAN
+    batch_size: int
+    nz: int
+
+    def order(self, rngs: dict[str, torch.Generator]) -> torch.Tensor:
+        return torch.randperm(len(self.x), generator=rngs["data"])
+
+    def batch(self, order: torch.Tensor, i: int, rngs: dict[str, torch.Generator]) -> tuple:
+        idx = order[i * self.batch_size:(i + 1) * self.batch_size].to(self.x.device)
+        real = self.x[idx].contiguous(memory_format=torch.channels_last)
+        z = torch.randn(len(idx), self.nz, generator=rngs["data"]).to(self.x.device)
+        return real, z, None if self.labels is None else self.labels[idx]
+
+
+class BatchHistory:
+    """Per-batch ``update`` stats (losses, D(x), D(G(z))), checkpointed with the run."""
+
+    KEYS = ("loss_d", "loss_g", "d_x", "d_g_z", "d_g_z_after", "g_grad_norm")
+
+    def __init__(self):
+        self.values: dict[str, list[float]] = {k: [] for k in self.KEYS}
+
+    def add(self, stats: dict[str, float]) -> None:
+        for k, v in stats.items():
+            self.values[k].append(v)
+
+    def state(self) -> dict:
+        return self.values
+
+    def load_state(self, state: dict) -> None:
+        self.values = state
 
 
 def grid_inputs(z: torch.Tensor, conditional: bool,

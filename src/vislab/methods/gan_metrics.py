@@ -25,6 +25,8 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from .gan_probes import class_histogram
+
 
 class _Precomputed(nn.Module):
     """Pass-through "feature extractor" for torchmetrics when the features are already computed:
@@ -72,6 +74,37 @@ def fid_kid_from_features(real: torch.Tensor, fake: torch.Tensor, *, kid_subsets
     return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
 
 
+def fid_from_features(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """Frechet distance alone between feature sets ``real (N, F)`` and ``fake (M, F)`` (no KID: the
+    cheap measure of a training curve)."""
+    fid = FrechetInceptionDistance(feature=_Precomputed(real.shape[1]), reset_real_features=True)
+    fid.update(real.float(), real=True)
+    fid.update(fake.float(), real=False)
+    return float(fid.compute())
+
+
+class FidCurve:
+    """FID of a fixed set of generator inputs against fixed reference features, measured every
+    ``every`` training steps (SPEC D4 / D8); checkpointed with the run (``state`` / ``load_state``)."""
+
+    def __init__(self, every: int, generate, feature: nn.Module, reference: torch.Tensor, inputs: tuple):
+        self.every, self.generate, self.feature, self.reference = every, generate, feature, reference
+        self.inputs = inputs  # (z, y or None) on the generator's device
+        self.points: list[dict] = []
+
+    def on_step(self, step: int) -> None:
+        if self.every and step % self.every == 0:
+            fake = self.generate(*self.inputs).cpu()
+            self.points.append({"batch": step, "fid": fid_from_features(self.reference,
+                                                                        extract_features(self.feature, fake))})
+
+    def state(self) -> list[dict]:
+        return self.points
+
+    def load_state(self, state: list[dict]) -> None:
+        self.points = state
+
+
 def fid_kid(real: torch.Tensor, fake: torch.Tensor, feature: nn.Module, *, batch_size: int = 1000,
             kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0) -> dict[str, float]:
     """Frechet distance and KID between images ``real (N, 1, S, S)`` and ``fake (M, 1, S, S)`` on the
@@ -81,17 +114,28 @@ def fid_kid(real: torch.Tensor, fake: torch.Tensor, feature: nn.Module, *, batch
 
 
 @torch.no_grad()
+def predicted_classes(classifier: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """``classifier``'s class (argmax) for each of ``images (N, 1, S, S)`` -> ``(N,)``, in eval mode."""
+    classifier.eval()
+    return torch.cat([classifier(images[i:i + batch_size].float()).argmax(1) for i in range(0, len(images), batch_size)])
+
+
 def conditional_accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                         batch_size: int = 1000) -> float:
+                         batch_size: int = 1000, predictions: torch.Tensor | None = None) -> float:
     """Share of generated ``images (N, 1, S, S)`` that ``classifier`` assigns to the requested
-    ``labels (N,)``."""
+    ``labels (N,)`` (``predictions``: the classes already predicted for ``images``)."""
     if len(images) != len(labels) or len(images) == 0:
         raise ValueError(f"need as many labels as images (got {len(images)} images, {len(labels)} labels)")
-    classifier.eval()
-    hits = 0
-    for i in range(0, len(images), batch_size):
-        hits += (classifier(images[i:i + batch_size].float()).argmax(1) == labels[i:i + batch_size]).sum().item()
-    return hits / len(images)
+    if predictions is None:
+        predictions = predicted_classes(classifier, images, batch_size)
+    return (predictions == labels).sum().item() / len(images)
+
+
+def class_histogram_metrics(predictions: torch.Tensor) -> dict:
+    """metrics.json's ``class_histogram`` of the predicted classes of generated samples (SPEC D2)."""
+    h = class_histogram(predictions)
+    return {"counts": h.counts.tolist(), "max_share": h.most_share, "min_share": h.least_share,
+            "kl_to_uniform": h.kl_to_uniform}
 
 
 def real_baseline(feature: nn.Module, real_test: torch.Tensor, real_train: torch.Tensor, *,
@@ -110,6 +154,8 @@ def sample_metrics(feature: nn.Module, classifier: nn.Module, reference: torch.T
     m = fid_kid_from_features(reference, extract_features(feature, fake), seed=seed)
     out = {"fid": m["fid"], "kid": m["kid"], "kid_std": m["kid_std"],
            "fid_real_baseline": baseline["fid"], "kid_real_baseline": baseline["kid"]}
+    predictions = predicted_classes(classifier, fake)
+    out["class_histogram"] = class_histogram_metrics(predictions)
     if labels is not None:
-        out["conditional_accuracy"] = conditional_accuracy(classifier, fake, labels)
+        out["conditional_accuracy"] = conditional_accuracy(classifier, fake, labels, predictions=predictions)
     return out

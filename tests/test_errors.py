@@ -166,7 +166,7 @@ def test_strict_json_writes_null_and_lists_non_finite_values(tmp_path):
 
 def test_report_reads_strict_and_legacy_non_finite_metrics(tmp_path, capsys):
     for name, text in (("strict", None), ("legacy", '{"params_total": NaN, "x": Infinity}')):
-        with Run("inspect", RunConfig(out=str(tmp_path / "runs" / name))) as run:
+        with Run("toy", RunConfig(out=str(tmp_path / "runs" / name))) as run:  # no metrics schema
             run.metrics.update(params_total=float("nan"), output_size=1000)
         if text:
             (tmp_path / "runs" / name / "metrics.json").write_text(text)
@@ -480,7 +480,7 @@ def test_inspect_on_an_empty_folder_is_an_error(tmp_path, capsys):
 def test_report_skips_malformed_runs_naming_the_file(tmp_path, capsys):
     runs = tmp_path / "runs"
     for name in ("good", "bad_metrics", "bad_manifest", "list_metrics"):
-        with Run("inspect", RunConfig(out=str(runs / name))) as run:
+        with Run("toy", RunConfig(out=str(runs / name))) as run:  # no metrics schema
             run.metrics.update(params_total=10, params_linear=9, output_size=1000)
     (runs / "bad_metrics" / "metrics.json").write_text('{"params_total": 10,')
     (runs / "bad_manifest" / "manifest.json").write_bytes(b"\xff\xfe not text")

@@ -534,3 +534,14 @@ def test_run_metrics_class_histogram_grad_norms_and_fid_curve(tiny_mnist, tmp_pa
     assert [p["batch"] for p in m["fid_curve"]] == [2, 4, 6] and all(p["fid"] >= 0 for p in m["fid_curve"])
     history = json.loads((run / "history.json").read_text())
     assert history["g_grad_norm"] == [0.0] * 6 and m["g_grad_norm_first_100_mean"] == 0
+
+
+def test_fid_curve_of_a_resumed_run_equals_the_uninterrupted_one(tiny_mnist, tmp_path):
+    common = ["gan", "--data-root", str(tiny_mnist), "--epochs", "1", *TINY, "--fid-every", "2",
+              "--curve-samples", "20"]
+    assert main([*common, "--out", str(tmp_path / "full")]) == 0
+    assert main([*common, "--out", str(tmp_path / "part"), "--stop-after-batches", "3"]) == 3
+    assert main([*common, "--out", str(tmp_path / "part"), "--resume"]) == 0
+    full, part = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("full", "part"))
+    assert full["fid_curve"] == part["fid_curve"] and [p["batch"] for p in full["fid_curve"]] == [2, 4, 6]
+    assert full["g_grad_norm_first_100_mean"] == part["g_grad_norm_first_100_mean"] > 0

@@ -7,6 +7,7 @@ import stat
 import pytest
 
 from vislab.cli import main
+from vislab.io import write_json
 from vislab.config import RunConfig
 from vislab.reporting.figures import plt
 from vislab.runs import Run
@@ -118,8 +119,12 @@ def test_findings_refuse_metrics_that_miss_a_key():
 
 
 def test_report_names_the_missing_key_of_an_old_run(tmp_path, capsys):
-    with Run("fool", RunConfig(out=str(tmp_path / "old"))) as run:
-        run.metrics.update(success_rate=1.0, num_images=2)  # a run of another vislab version
+    # a run of another vislab version: today's Run refuses to write such metrics, so write its files as it did
+    old = tmp_path / "old"
+    old.mkdir()
+    write_json(old / "metrics.json", {"success_rate": 1.0, "num_images": 2})
+    write_json(old / "manifest.json", {"experiment": "fool", "seed": 0})
+    write_json(old / "config.json", {"seed": 0})
     assert main(["report", "--runs", str(tmp_path / "old"), "--output", str(tmp_path / "r.html")]) == 0
     assert "fool metrics: missing key 'model'" in capsys.readouterr().err  # no findings, the numbers still shown
     assert "success_rate" in (tmp_path / "r.html").read_text()
@@ -153,3 +158,10 @@ def test_part_a_and_b_figures_take_arrays_and_return_their_path(tmp_path):
     for path in paths:
         with Image.open(path) as img:
             assert img.format == "PNG" and img.width > 100
+
+
+def test_a_run_with_metrics_off_its_schema_is_refused_and_left_unfinished(tmp_path):
+    with pytest.raises(MetricsSchemaError, match="missing key 'model'"):
+        with Run("fool", RunConfig(out=str(tmp_path / "new"))) as run:
+            run.metrics.update(success_rate=1.0, num_images=2)
+    assert not (tmp_path / "new").exists() and not (tmp_path / "new.partial").exists()

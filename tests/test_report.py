@@ -89,12 +89,14 @@ def test_findings_of_every_part_come_from_the_numbers():
     assert "FID 12.50" in gan[0] and "baseline" in gan[0] and "97.5%" in gan[1]
     assert "D loss 1.250, G loss 0.750, D(x) 0.50, D(G(z)) 0.25" in gan[2]
     variant = {"model": "vgg16", "layer": "relu7", "resize": "squash", "dim": 4096, "head": "svm", "C": 1.0,
-               "test_accuracy": 0.93, "fit_seconds": 0.5}
+               "test_accuracy": 0.93, "fit_seconds": 0.5, "seconds": 2.5}
     transfer = findings_for("transfer", {"data": "d", "classes": ["a", "b"], "n_train": 1500, "n_test": 2985,
                                          "bad_images": 0, "bad_files": [], "C": 1.0, "l2": True, "pool": "avg",
                                          "cache_hit": False, "extracted_images": 4485, "extraction": [],
                                          "variants": [variant], "test_accuracy": 0.93, "best_variant": variant,
-                                         "per_class_accuracy": {"a": 0.5, "b": 0.9}}, {})
+                                         "per_class_accuracy": {"a": 0.5, "b": 0.9},
+                                         "confusion_pairs": [{"true": "a", "predicted": "b", "count": 1, "rate": 0.5}]},
+                            {})
     assert "test accuracy 0.9300" in transfer[0] and "a 0.50" in transfer[2]
     assert transfer[1] == "Variant vgg16 / relu7 (squash, 4096-d, svm, C=1.0): test accuracy 0.9300."
     fool = findings_for("fool", {"model": "m", "target": 6, "target_name": "stingray", "learning_rate": 1.0,

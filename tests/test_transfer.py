@@ -22,9 +22,12 @@ from vislab.data.download import tree_digest
 from vislab.data.image_files import ImageFiles
 from vislab.data.images import load_image
 from vislab.errors import UserError
+from vislab.io import torch_load
 from vislab.methods import features as F
 from vislab.methods import linear
 from vislab.models.backbones import Backbone, Preprocess
+from vislab.models.small_cnn import SmallCNN
+from vislab.training import Plan, fit
 
 CLASSES = ["beach", "forest", "kitchen"]
 LEVELS = {"beach": 40, "forest": 130, "kitchen": 220}  # class = brightness: separable by any CNN
@@ -436,6 +439,70 @@ def test_linear_head_curves_by_hand():
     assert torch.allclose(step[step > 1e-6], torch.full_like(step[step > 1e-6], 0.1), rtol=1e-3)
 
 
+def test_confusion_pairs_by_hand():
+    classes = ["a", "b", "c", "d"]
+    y = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, 3])
+    p = np.array([1, 1, 2, 0, 0, 1, 0, 1, 2, 3])
+    pairs = linear.confusion_pairs(y, p, classes, top=3)
+    # a->b twice (2 of 4 a's); then single mistakes: b->a has rate 1/2, c->a and c->b 1/3, a->c 1/4
+    assert pairs == [{"true": "a", "predicted": "b", "count": 2, "rate": 0.5},
+                     {"true": "b", "predicted": "a", "count": 1, "rate": 0.5},
+                     {"true": "c", "predicted": "a", "count": 1, "rate": pytest.approx(1 / 3)}]
+    assert len(linear.confusion_pairs(y, p, classes)) == 5  # c->b and a->c follow; d is never confused
+    assert linear.confusion_pairs(y, y, classes) == []
+
+
+def _stripes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class 0: horizontal stripes, class 1: vertical ones, at random phases, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    phase = torch.randint(0, 4, (n, 1, 1), generator=g)
+    rows = ((torch.arange(32).view(1, 32, 1) + phase) // 2 % 2).expand(n, 32, 32).float()
+    x = torch.where(y.view(n, 1, 1) == 0, rows, rows.transpose(1, 2))
+    x = (0.2 + 0.6 * x + 0.1 * torch.randn(n, 32, 32, generator=g)).clamp(0, 1)
+    return x.unsqueeze(1).expand(n, 3, 32, 32).contiguous(), y
+
+
+class _DecodedBatches(linear.FeatureBatches):
+    """In-memory images as the (x, ok, y) batches of decoded files, every image readable."""
+
+    def batch(self, order, i, rngs):
+        x, y = super().batch(order, i, rngs)
+        return x, torch.ones(len(y), dtype=torch.bool), y
+
+
+def test_scratch_cnn_learns_stripes_through_the_fit_loop():
+    w, k = 4, 2
+    torch.manual_seed(0)
+    net = SmallCNN(k, width=w)
+    convs = 9 * (3 * w + w * 2 * w + 2 * w * 4 * w + 4 * w * 8 * w)  # no conv bias
+    assert sum(p.numel() for p in net.parameters()) == convs + 2 * 15 * w + 8 * w * k + k
+    assert net(torch.rand(2, 3, 96, 96)).shape == (2, k) and net.feature_dim == 8 * w
+    (Xtr, ytr), (Xte, yte) = _stripes(48, seed=0), _stripes(32, seed=1)
+    trainer = linear.EndToEndTrainer(net, torch.optim.Adam(net.parameters(), lr=0.01), torch.device("cpu"))
+    data = _DecodedBatches(Xtr, ytr, 16)
+    test = [(Xte, torch.ones(len(yte), dtype=torch.bool), yte)]
+    result = fit(trainer, data, Plan(5, data.steps_per_epoch), rngs={"order": torch.Generator().manual_seed(0)},
+                 evaluate=lambda e, means, s: {**trainer.curves.take(),
+                                               "test_accuracy": linear.evaluate(net, test, torch.device("cpu"))[0]})
+    first, last = result.history[0], result.history[-1]
+    assert last["train_loss"] < first["train_loss"] / 2
+    assert last["test_accuracy"] >= 0.95
+
+
+def test_finetune_trains_a_copy_of_the_backbone():
+    bb = tiny_backbone()
+    before = {k: v.clone() for k, v in bb.net.state_dict().items()}
+    torch.manual_seed(0)
+    net = linear.FineTuneNet(bb, "pooled", 3)
+    trainer = linear.EndToEndTrainer(net, linear.finetune_optimizer(net, lr=0.5, backbone_lr_mult=1.0),
+                                     torch.device("cpu"))
+    trainer.update((torch.rand(4, 3, 32, 32), torch.ones(4, dtype=torch.bool), torch.tensor([0, 1, 2, 0])))
+    assert all(torch.equal(v, bb.net.state_dict()[k]) for k, v in before.items())
+    assert not torch.equal(net.body.net.features[0].weight, bb.net.features[0].weight)
+    assert all(not p.requires_grad for p in bb.net.parameters())
+
+
 # --- the command -----------------------------------------------------------------------------
 
 def _run(args: list[str]) -> dict:
@@ -485,15 +552,52 @@ def test_transfer_bad_images(folder, tmp_path, use_tiny, capsys):
     assert m["n_train"] == 13 and any(f.endswith("broken.jpg") for f in m["bad_files"])
 
 
-def test_transfer_finetune_curves(folder, tmp_path, use_tiny):
+def test_transfer_finetune_and_scratch_rows(folder, tmp_path, use_tiny):
     m = _run(["--data", str(folder), "--cache", str(tmp_path / "fc"), "--out", str(tmp_path / "ft"),
-              "--head", "finetune", "--finetune-epochs", "2", "--finetune-batch-size", "4"])
-    (row,) = m["variants"]
-    assert row["head"] == "finetune" and row["epochs"] == 2
-    hist = m["finetune"]["efficientnet_lite0_pooled_squash"]
-    assert len(hist["train_loss"]) == 2 and len(hist["test_accuracy"]) == 2
-    assert (tmp_path / "ft" / "finetune_efficientnet_lite0_pooled_squash.png").is_file()
+              "--head", "svm", "finetune", "scratch", "--finetune-epochs", "2", "--finetune-batch-size", "4",
+              "--scratch-size", "32", "--scratch-width", "4"])
+    svm, finetune, scratch = m["variants"]
+    assert finetune["head"] == "finetune" and finetune["epochs"] == 2 and finetune["params"] > 16 * 3
+    assert scratch["head"] == "scratch" and scratch["epochs"] == 2 and scratch["input_size"] == 32
+    assert scratch["params"] == 9 * (3 * 4 + 4 * 8 + 8 * 16 + 16 * 32) + 2 * 60 + 32 * 3 + 3
+    assert all(r["seconds"] >= 0 for r in m["variants"]) and {"train_accuracy", "test_accuracy"} <= set(scratch)
+    hist, curves = m["finetune"]["efficientnet_lite0_pooled_squash"], m["scratch"]
+    assert len(hist["train_loss"]) == 2 and len(hist["test_accuracy"]) == 2 and len(curves["train_loss"]) == 2
+    assert scratch["test_accuracy"] == curves["test_accuracy"][-1]
+    # the most confused pairs are the first variant's (the SVM's) mistakes, each counted on its true class
+    assert sum(p["count"] for p in m["confusion_pairs"]) <= round((1 - svm["test_accuracy"]) * m["n_test"])
+    for p in m["confusion_pairs"]:
+        assert p["true"] != p["predicted"] and p["rate"] == pytest.approx(p["count"] / 3)
+    for name in ("finetune_efficientnet_lite0_pooled_squash.png", "scratch.png"):
+        assert (tmp_path / "ft" / name).is_file()
     assert not list((tmp_path / "ft").glob("checkpoint*"))
+
+
+def test_transfer_paused_in_the_second_training_resumes_to_the_same_numbers(folder, tmp_path, use_tiny):
+    base = ["--data", str(folder), "--cache", str(tmp_path / "fc"), "--head", "finetune", "scratch",
+            "--finetune-epochs", "2", "--scratch-epochs", "3", "--finetune-batch-size", "4", "--scratch-size", "32",
+            "--scratch-width", "4"]
+    whole = _run(base + ["--out", str(tmp_path / "whole")])
+    out = ["--out", str(tmp_path / "paused")]
+    # 3 steps per epoch: fine-tuning (6 steps) finishes, the scratch CNN stops in its third epoch
+    assert main(["transfer", *base, *out, "--stop-after-steps", "7"]) == 3
+    partial = tmp_path / "paused.partial"
+    assert {p.name for p in partial.glob("checkpoint*")} == {"checkpoint-finetune-0.pt", "checkpoint-scratch.pt"}
+    identity = torch_load(partial / "checkpoint-scratch.pt")["identity"]  # the options a resume must share
+    assert identity["finetune_lr"] == 0.01 and identity["scratch_epochs"] == 3 and "stop_after_steps" not in identity
+    resumed = _run(base + [*out, "--resume"])  # the finished fine-tuning is not trained again
+    assert resumed["finetune"] == whole["finetune"] and resumed["scratch"] == whole["scratch"]
+    assert [r["test_accuracy"] for r in resumed["variants"]] == [r["test_accuracy"] for r in whole["variants"]]
+    assert resumed["confusion_pairs"] == whole["confusion_pairs"]
+
+
+def test_finetuning_each_layer_starts_from_the_pretrained_weights(folder, tmp_path, use_tiny):
+    base = ["--data", str(folder), "--cache", str(tmp_path / "fc"), "--head", "finetune", "--finetune-epochs", "1",
+            "--finetune-batch-size", "4"]
+    both = _run(base + ["--out", str(tmp_path / "both"), "--layers", "pooled", "relu1"])
+    alone = _run(base + ["--out", str(tmp_path / "alone"), "--layers", "relu1"])
+    key = "efficientnet_lite0_relu1_squash"
+    assert both["finetune"][key] == alone["finetune"][key]
 
 
 def test_finetune_resume_equals_uninterrupted(folder, tmp_path, use_tiny, monkeypatch, capsys):

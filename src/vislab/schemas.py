@@ -77,18 +77,32 @@ class Extraction(TypedDict):
 
 
 class TransferVariant(TypedDict):
-    model: str
+    model: str  # "small_cnn" for the scratch row
     layer: str
     resize: str
-    dim: int
-    head: str
+    dim: int  # feature size (the scratch CNN's pooled width)
+    head: str  # svm, "svm (C by CV)", pca<k>+svm, linear, finetune, scratch
     test_accuracy: float
+    # What the row cost in this run, in seconds. Rows on cached features: the extraction share of their
+    # feature variant (the train + test extraction of its (model, resize), or the cache load on a hit,
+    # divided by the layers read in that pass) plus the classifier's fit and prediction. finetune and
+    # scratch rows: training plus per-epoch evaluation, summed over the sessions of a resumed run.
+    seconds: float
     C: NotRequired[float]  # the SVM rows
     fit_seconds: NotRequired[float]  # svm and pca rows
     cv_accuracy: NotRequired[float]  # the C-by-CV row
     explained_variance: NotRequired[float]  # pca rows
-    train_accuracy: NotRequired[float]  # linear and finetune rows
-    epochs: NotRequired[int]  # linear and finetune rows
+    train_accuracy: NotRequired[float]  # linear, finetune and scratch rows (last epoch)
+    epochs: NotRequired[int]  # linear, finetune and scratch rows
+    params: NotRequired[int]  # finetune and scratch rows: parameters of the trained network
+    input_size: NotRequired[int]  # the scratch row: its square input size in pixels
+
+
+class ConfusionPair(TypedDict):
+    true: str
+    predicted: str
+    count: int  # test images of class `true` predicted as `predicted`
+    rate: float  # count / test images of class `true`
 
 
 class CSweep(TypedDict):
@@ -127,6 +141,10 @@ class TransferMetrics(TypedDict):
     c_sweep: NotRequired[dict[str, CSweep]]  # with --c-grid, per variant
     linear_head: NotRequired[dict[str, TrainingCurves]]  # with --head linear, per variant
     finetune: NotRequired[dict[str, TrainingCurves]]  # with --head finetune, per variant
+    scratch: NotRequired[TrainingCurves]  # with --head scratch: the small CNN trained from scratch
+    # the 5 most frequent (true, predicted) mistakes of the first variant, most frequent first (ties: the
+    # higher rate, then class order); fewer when it makes fewer kinds of mistake
+    confusion_pairs: list[ConfusionPair]
 
 
 # --- part B: saliency, fool, classviz ----------------------------------------------------------

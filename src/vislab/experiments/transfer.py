@@ -9,16 +9,16 @@ One comparison table (stdout, ``variants.txt``, ``metrics.json["variants"]``) ho
 from __future__ import annotations
 
 import dataclasses
-import re
 import sys
+import time
 from pathlib import Path
 from typing import Literal
 
 import torch
 
-from ..config import RunConfig, add_command, option, resume_identity
+from ..config import RunConfig, add_command, option
 from ..data.download import cache_dir
-from ..data.image_files import ShuffledImageBatches, bad_image_error, image_loader
+from ..data.image_files import bad_image_error
 from ..data.scenes import ImageList, load_image_folder
 from ..errors import UserError
 from ..feature_cache import extract_features
@@ -26,13 +26,11 @@ from ..io import write_text
 from ..methods import linear
 from ..methods.features import FeatureExtractor
 from ..models.backbones import build_backbone
-from ..precision import resolve_precision
 from ..reporting import tables
 from ..reporting.figures import transfer as figures
 from ..runs import Run
-from ..schemas import check_metrics
-from ..training import Checkpoint, Plan, fit
 from .options import BackboneOptions
+from .transfer_training import finetune_variant, scratch_baseline, variant_name, variant_row
 
 
 @dataclasses.dataclass
@@ -50,9 +48,10 @@ class TransferConfig(BackboneOptions, RunConfig):
     pool: Literal["avg", "max", "flatten"] = option(
         "avg", "how a convolutional layer's (C, h, w) output becomes a vector: global avg/max pooling or flatten")
     l2: bool = option(True, "L2-normalise every feature vector before the classifier")
-    head: list[Literal["svm", "linear", "finetune"]] = option(
+    head: list[Literal["svm", "linear", "finetune", "scratch"]] = option(
         ["svm"], "classifiers: svm (LinearSVC on features), linear (new Linear layer trained on cached "
-                 "features, backbone frozen), finetune (backbone + new layer trained end to end); several allowed")
+                 "features, backbone frozen), finetune (backbone + new layer trained end to end), scratch (a "
+                 "small CNN trained from random weights on the same images and budget); several allowed")
     c: float = option(1.0, "LinearSVC regularisation C (test_accuracy is reported for this C)", min=0, min_exclusive=True)
     c_grid: list[float] = option([], "C values to sweep: C chosen by cross-validation on the training set "
                                      "only, test accuracy reported for every C (e.g. --c-grid 0.01 0.1 1 10 100)",
@@ -66,7 +65,15 @@ class TransferConfig(BackboneOptions, RunConfig):
     finetune_lr: float = option(0.01, "SGD learning rate of the new layer when fine-tuning", min=0, min_exclusive=True)
     backbone_lr_mult: float = option(0.1, "backbone learning rate = finetune-lr x this when fine-tuning "
                                           "(0 freezes the backbone)", min=0)
-    finetune_batch_size: int = option(16, "images per fine-tuning step", min=1)
+    finetune_batch_size: int = option(16, "images per fine-tuning step (and per step of the CNN trained from scratch)",
+                                      min=1)
+    scratch_epochs: int | None = option(None, "epochs of the CNN trained from scratch (default: --finetune-epochs, "
+                                              "the same budget)", min=1)
+    scratch_lr: float = option(1e-3, "Adam learning rate of the CNN trained from scratch (weight decay 1e-4)",
+                               min=0, min_exclusive=True)
+    scratch_size: int = option(128, "input size in pixels (square) of the CNN trained from scratch", min=16, max=1024)
+    scratch_width: int = option(32, "channels of the first of the 4 blocks of the CNN trained from scratch "
+                                    "(doubling at each block)", min=1, max=512)
     precision: Literal["auto", "bf16", "fp32"] = option(
         "auto", "inference precision: bf16 autocast (fast on CPUs with AMX/AVX512-BF16 and on GPUs), fp32, "
                 "or auto (bf16 where the hardware has it)")
@@ -84,41 +91,32 @@ class TransferConfig(BackboneOptions, RunConfig):
     cache: str | None = option(None, "feature cache folder (default: <vislab cache>/features); "
                                      "keyed by image content, backbone, weights, layer and preprocessing; "
                                      "checked on every load", resume_safe=True)
-    resume: bool = option(False, "continue an interrupted fine-tuning from its checkpoint "
+    resume: bool = option(False, "continue an interrupted run: each fine-tuning / scratch training from its checkpoint "
                                  "(feature extraction always resumes from its cache)", resume_safe=True)
+    max_minutes: float = option(0.0, "pause each fine-tuning / scratch training after this many minutes, keeping a "
+                                     "checkpoint for --resume (0: no limit)", min=0, resume_safe=True)
+    stop_after_steps: int = option(0, "pause each fine-tuning / scratch training after this many steps in all "
+                                      "(counted over sessions), keeping a checkpoint for --resume (0: no limit)",
+                                   min=0, resume_safe=True)
 
 
 TABLE_COLUMNS = {"model": "model", "layer": "layer", "resize": "resize", "dim": "dim", "head": "classifier",
-                 "C": "C", "test_accuracy": "test acc"}
+                 "C": "C", "test_accuracy": "test acc", "seconds": "seconds"}
 
 
 def register(subparsers) -> None:
     add_command(subparsers, "transfer", TransferConfig, transfer,
                 help="15-Scene transfer learning: CNN features of any layer + LinearSVC, C sweep, PCA, "
-                     "linear head, fine-tuning; cached, bf16 extraction",
+                     "linear head, fine-tuning, a CNN from scratch; cached, bf16 extraction",
                 description="Extract features of a frozen ImageNet CNN (cached on disk), classify them with "
                             "LinearSVC and the other classifiers asked for, and compare every variant.")
 
 
 def _check(cfg: TransferConfig) -> None:
+    # the numeric options' ranges are checked when the config is built
     if not cfg.data:
         raise UserError("--data DIR is required: a folder with train/<class>/ and test/<class>/ images "
                         "(get 15-Scene with `vislab data fetch 15scene`)")
-    for name in ("batch_size", "finetune_batch_size", "cv_folds"):
-        if getattr(cfg, name) < 1 + (name == "cv_folds"):
-            raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)} is too small")
-    if cfg.workers < 0:
-        raise UserError(f"--workers {cfg.workers}: use 0 or more")
-    for c in [cfg.c, *cfg.c_grid]:
-        if not c > 0:
-            raise UserError(f"C = {c}: the SVM's C must be positive")
-    for k in cfg.pca:
-        if k < 1:
-            raise UserError(f"--pca {k}: PCA dimensions must be positive")
-
-
-def _slug(*parts: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(parts)).strip("-")
 
 
 def transfer(cfg: TransferConfig) -> int:
@@ -135,25 +133,34 @@ def transfer(cfg: TransferConfig) -> int:
                  bad_images=len(bad), bad_files=bad, C=cfg.c, l2=cfg.l2, pool=cfg.pool,
                  cache_hit=all(e["cache_hit"] for e in extraction),
                  extracted_images=sum(e["images"] for e in extraction), extraction=extraction)
-        rows: list[dict] = []
-        for i, v in enumerate(variants):
-            rows.extend(_classify(cfg, run, v, train.classes, primary=i == 0))
+        # (variants row, (test labels, predictions) or None) for every classifier, in table order
+        results = [r for i, v in enumerate(variants) for r in _classify(cfg, run, v, train.classes, primary=i == 0)]
         if "finetune" in cfg.head:
             for i, v in enumerate(variants):
-                rows.append(_finetune(cfg, run, v, train, test, index=i))
-        m["variants"] = rows
-        first = rows[0]
-        m["test_accuracy"] = first["test_accuracy"]
-        m["best_variant"] = max(rows, key=lambda r: r["test_accuracy"])
-        check_metrics("transfer", m)
-        table = tables.markdown_table(rows, TABLE_COLUMNS, {"C": "g", "test_accuracy": ".4f"})
-        print(table)
-        write_text(run.path("variants.txt"), table + "\n")
-        if len(rows) > 1:
-            figures.variant_comparison(run.path("comparison.png"),
-                                       [f"{r['model']}/{r['layer']}/{r['resize']}\n{r['head']}" for r in rows],
-                                       [r["test_accuracy"] for r in rows])
+                row, trained = finetune_variant(cfg, run, v, (train, test), index=i)
+                results.append((row, (trained.y_true, trained.y_pred)))
+        if "scratch" in cfg.head:
+            row, trained = scratch_baseline(cfg, run, (train, test), tuple(fs.valid for fs in variants[0]["sets"]))
+            results.append((row, (trained.y_true, trained.y_pred)))
+        for checkpoint in run.dir.glob("checkpoint-*.pt"):  # every training finished: none is resumed any more
+            checkpoint.unlink()
+        _summarise(run, [row for row, _ in results], results[0][1], train.classes)
     return 0
+
+
+def _summarise(run: Run, rows: list[dict], first_predictions: tuple, classes: list[str]) -> None:
+    m = run.metrics
+    m["variants"] = rows
+    m["test_accuracy"] = rows[0]["test_accuracy"]
+    m["best_variant"] = max(rows, key=lambda r: r["test_accuracy"])
+    m["confusion_pairs"] = linear.confusion_pairs(*first_predictions, classes)
+    table = tables.markdown_table(rows, TABLE_COLUMNS, {"C": "g", "test_accuracy": ".4f", "seconds": ".2f"})
+    print(table)
+    write_text(run.path("variants.txt"), table + "\n")
+    if len(rows) > 1:
+        figures.variant_comparison(run.path("comparison.png"),
+                                   [f"{r['model']}/{r['layer']}/{r['resize']}\n{r['head']}" for r in rows],
+                                   [r["test_accuracy"] for r in rows])
 
 
 def _extract_all(cfg: TransferConfig, run: Run, train: ImageList, test: ImageList, cache_root: Path):
@@ -180,87 +187,66 @@ def _extract_all(cfg: TransferConfig, run: Run, train: ImageList, test: ImageLis
                       + (f"cache hit, {stats.seconds:.1f} s" if stats.cache_hit else
                          f"extracted {stats.images} images in {stats.seconds:.1f} s "
                          f"({stats.images_per_s:.1f} images/s, {extractor.precision})"), file=sys.stderr)
+            # one pass reads every layer: each layer's variant is charged an equal share of its time
+            share = sum(e["seconds"] for e in extraction[-2:]) / len(layers)
             for layer in layers:
                 variants.append({"model": model, "layer": layer, "resize": resize, "backbone": backbone,
-                                 "sets": (sets["train"][layer], sets["test"][layer])})
+                                 "sets": (sets["train"][layer], sets["test"][layer]), "extraction_seconds": share})
     return variants, extraction
 
 
-def _base(v: dict, dim: int) -> dict:
-    return {"model": v["model"], "layer": v["layer"], "resize": v["resize"], "dim": dim}
-
-
-def _classify(cfg: TransferConfig, run: Run, v: dict, classes: list[str], primary: bool) -> list[dict]:
+def _classify(cfg: TransferConfig, run: Run, v: dict, classes: list[str],
+              primary: bool) -> list[tuple[dict, tuple | None]]:
+    """The classifiers on the variant's cached features: (variants row, (test labels, predictions) or None).
+    A row's seconds: the variant's extraction share + its classifier's fit and prediction (figures left out)."""
     tr, te = v["sets"]
     Xtr, ytr = tr.arrays(cfg.l2)
     Xte, yte = te.arrays(cfg.l2)
-    name = _slug(v["model"], v["layer"], v["resize"])
-    base = _base(v, Xtr.shape[1])
-    rows = []
+    name, base = variant_name(v), variant_row(v, Xtr.shape[1])
+    title = f"{v['model']} {v['layer']} ({v['resize']})"
+
+    def seconds_since(t0: float) -> float:
+        return round(v["extraction_seconds"] + time.perf_counter() - t0, 3)
+
+    results: list[tuple[dict, tuple | None]] = []
     if "svm" in cfg.head or cfg.c_grid or cfg.pca:
+        t0 = time.perf_counter()
         clf, fit_s = linear.fit_svm(Xtr, ytr, cfg.c, cfg.seed)
         pred = clf.predict(Xte)
         acc = linear.accuracy(yte, pred)
+        results.append(({**base, "head": "svm", "C": cfg.c, "test_accuracy": acc, "fit_seconds": round(fit_s, 3),
+                         "seconds": seconds_since(t0)}, (yte, pred)))
         per_class = linear.per_class_accuracy(yte, pred, len(classes))
-        rows.append({**base, "head": "svm", "C": cfg.c, "test_accuracy": acc, "fit_seconds": round(fit_s, 3)})
         if primary:
             run.metrics["per_class_accuracy"] = dict(zip(classes, per_class.tolist()))
         figures.confusion(run.path(f"confusion_{name}.png"), yte, pred, classes, per_class,
-                          f"{v['model']} {v['layer']} ({v['resize']}) + LinearSVC(C={cfg.c:g}): {acc:.3f}")
+                          f"{title} + LinearSVC(C={cfg.c:g}): {acc:.3f}")
     if cfg.c_grid:
+        t0 = time.perf_counter()
         sweep = linear.c_sweep(Xtr, ytr, Xte, yte, cfg.c_grid, cfg.cv_folds, cfg.seed)
         run.metrics.setdefault("c_sweep", {})[name] = sweep
-        rows.append({**base, "head": "svm (C by CV)", "C": sweep["best_C"],
-                     "test_accuracy": sweep["test_accuracy_at_best_C"], "cv_accuracy": max(sweep["cv_accuracy"])})
+        results.append(({**base, "head": "svm (C by CV)", "C": sweep["best_C"],
+                         "test_accuracy": sweep["test_accuracy_at_best_C"], "cv_accuracy": max(sweep["cv_accuracy"]),
+                         "seconds": seconds_since(t0)}, None))
         figures.c_sweep(run.path(f"c_sweep_{name}.png"), sweep["C"], sweep["cv_accuracy"], sweep["cv_std"],
-                        sweep["test_accuracy"], sweep["best_C"], sweep["folds"],
-                        f"{v['model']} {v['layer']} ({v['resize']})")
+                        sweep["test_accuracy"], sweep["best_C"], sweep["folds"], title)
     for k in cfg.pca:
+        t0 = time.perf_counter()
         res = linear.pca_svm(Xtr, ytr, Xte, yte, k, cfg.c, cfg.seed)
-        rows.append({**base, "head": f"pca{res['n_components']}+svm", "C": cfg.c, "test_accuracy": res["test_accuracy"],
-                     "fit_seconds": round(res["fit_seconds"], 3), "explained_variance": round(res["explained_variance"], 4)})
+        results.append(({**base, "head": f"pca{res['n_components']}+svm", "C": cfg.c,
+                         "test_accuracy": res["test_accuracy"], "fit_seconds": round(res["fit_seconds"], 3),
+                         "explained_variance": round(res["explained_variance"], 4),
+                         "seconds": seconds_since(t0)}, None))
     if "linear" in cfg.head:
-        _, hist = linear.train_linear_head(Xtr, ytr, Xte, yte, len(classes), epochs=cfg.head_epochs, lr=cfg.head_lr,
-                                           weight_decay=cfg.head_weight_decay, seed=cfg.seed)
+        t0 = time.perf_counter()
+        head, hist = linear.train_linear_head(Xtr, ytr, Xte, yte, len(classes), epochs=cfg.head_epochs,
+                                              lr=cfg.head_lr, weight_decay=cfg.head_weight_decay, seed=cfg.seed)
+        with torch.no_grad():
+            pred = head(torch.as_tensor(Xte, dtype=torch.float32)).argmax(1).numpy()
+        results.append(({**base, "head": "linear", "test_accuracy": hist["test_accuracy"][-1],
+                         "train_accuracy": hist["train_accuracy"][-1], "epochs": cfg.head_epochs,
+                         "seconds": seconds_since(t0)}, (yte, pred)))
         run.metrics.setdefault("linear_head", {})[name] = hist
-        rows.append({**base, "head": "linear", "test_accuracy": hist["test_accuracy"][-1],
-                     "train_accuracy": hist["train_accuracy"][-1], "epochs": cfg.head_epochs})
-        _curves(run, hist, f"linear_head_{name}.png", f"linear head on {v['layer']} features (backbone frozen)")
-    return rows
-
-
-def _finetune(cfg: TransferConfig, run: Run, v: dict, train: ImageList, test: ImageList, index: int) -> dict:
-    backbone, name = v["backbone"], _slug(v["model"], v["layer"], v["resize"])
-    torch.manual_seed(cfg.seed)
-    net = linear.FineTuneNet(backbone, v["layer"], len(train.classes), pool=cfg.pool).to(run.device)
-    dtype = resolve_precision(cfg.precision, run.device)
-    tuner = linear.FineTuner(net, linear.finetune_optimizer(net, cfg.finetune_lr, cfg.backbone_lr_mult), run.device,
-                             dtype)
-    pre = backbone.preprocess
-    size = (pre.input_size, pre.input_size)
-    tr_ok, te_ok = v["sets"][0].valid, v["sets"][1].valid  # readable images only
-    data = ShuffledImageBatches([p for p, ok in zip(train.paths, tr_ok) if ok], pre.pixel_transform(v["resize"]),
-                                size, train.labels[tr_ok], cfg.finetune_batch_size, cfg.workers)
-    test_loader = image_loader([p for p, ok in zip(test.paths, te_ok) if ok], pre.pixel_transform(v["resize"]), size,
-                               labels=test.labels[te_ok], batch_size=cfg.batch_size, workers=cfg.workers)
-
-    def evaluate(epoch: int, means: dict, train_seconds: float) -> dict:
-        return {**tuner.curves.take(), "test_accuracy": linear.evaluate(net, test_loader, run.device, dtype)[0]}
-
-    # the global generator too: dropout draws from it (and the test loader its workers' seeds)
-    rngs = {"order": torch.Generator().manual_seed(cfg.seed), "global": torch.default_generator}
-    if run.device.type == "cuda":
-        rngs["cuda"] = torch.cuda.default_generators[run.device.index or 0]
-    ckpt = Checkpoint(run.path(f"checkpoint-finetune-{index}.pt"), resume_identity(cfg))
-    hist = linear.as_curves(fit(tuner, data, Plan(cfg.finetune_epochs, data.steps_per_epoch), rngs=rngs,
-                                checkpoint=ckpt, resume=cfg.resume, evaluate=evaluate,
-                                desc=f"fine-tuning {name}").history)
-    run.metrics.setdefault("finetune", {})[name] = hist
-    _curves(run, hist, f"finetune_{name}.png", f"fine-tuning {v['model']} end to end from {v['layer']}")
-    ckpt.remove()
-    return {**_base(v, net.head.in_features), "head": "finetune", "test_accuracy": hist["test_accuracy"][-1],
-            "train_accuracy": hist["train_accuracy"][-1], "epochs": cfg.finetune_epochs}
-
-
-def _curves(run: Run, hist: dict, name: str, title: str) -> None:
-    figures.training_curves(run.path(name), hist["train_loss"], hist["train_accuracy"], hist["test_accuracy"], title)
+        figures.training_curves(run.path(f"linear_head_{name}.png"), **hist,
+                                title=f"linear head on {v['layer']} features (backbone frozen)")
+    return results

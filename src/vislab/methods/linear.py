@@ -6,13 +6,16 @@
   accuracy of every C is reported as a curve, never used to choose.
 - PCA to ``k`` dimensions before the SVM.
 - A new linear layer ``W f + b`` (D -> K logits, softmax cross-entropy) trained on frozen
-  features; or the whole network fine-tuned end to end, the backbone with a smaller learning rate.
-  Both are trainers of the one fit loop (:func:`vislab.training.fit`).
+  features; or the whole network fine-tuned end to end, the backbone with a smaller learning rate
+  (:class:`EndToEndTrainer`, which also trains the small CNN of the from-scratch baseline). All are
+  trainers of the one fit loop (:func:`vislab.training.fit`).
+- The most confused class pairs of a set of predictions.
 
 Shapes: features X (N, D) float32, labels y (N,) int64 in [0, K).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from typing import Sequence
@@ -20,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from sklearn.decomposition import PCA
-from sklearn.metrics import accuracy_score, recall_score
+from sklearn.metrics import accuracy_score, confusion_matrix, recall_score
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.svm import LinearSVC
@@ -53,6 +56,19 @@ def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 def per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
     """Recall of each class, (K,) float64; NaN for a class absent from ``y_true``."""
     return recall_score(y_true, y_pred, labels=np.arange(n_classes), average=None, zero_division=np.nan)
+
+
+def confusion_pairs(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str], top: int = 5) -> list[dict]:
+    """The ``top`` most frequent mistakes as (true class, predicted class) pairs, most frequent first:
+    ``{"true", "predicted", "count", "rate"}`` where rate = count / test images of the true class. Ties go
+    to the higher rate, then to the class order; pairs that never occur are left out."""
+    cm = confusion_matrix(y_true, y_pred, labels=np.arange(len(classes)))
+    support = cm.sum(axis=1)
+    pairs = [(int(cm[t, p]), cm[t, p] / support[t], t, p)
+             for t in range(len(classes)) for p in range(len(classes)) if t != p and cm[t, p] > 0]
+    pairs.sort(key=lambda pair: (-pair[0], -pair[1], pair[2], pair[3]))
+    return [{"true": classes[t], "predicted": classes[p], "count": count, "rate": float(rate)}
+            for count, rate, t, p in pairs[:top]]
 
 
 @dataclasses.dataclass
@@ -229,19 +245,21 @@ def train_linear_head(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarr
 # --- end-to-end fine-tuning ----------------------------------------------------------------
 
 class FineTuneNet(nn.Module):
-    """Pixel-space backbone read at ``layer`` (pooled to (N, D)), then a new ``Linear(D, K)``."""
+    """Pixel-space backbone read at ``layer`` (pooled to (N, D)), then a new ``Linear(D, K)``.
 
-    def __init__(self, backbone: Backbone, layer: str, n_classes: int, pool: str = "avg",
-                 head: nn.Linear | None = None):
+    It trains a copy of the backbone's network: the backbone stays as loaded, so that every
+    fine-tuning of a run (one per layer, say) starts from the same pretrained weights."""
+
+    def __init__(self, backbone: Backbone, layer: str, n_classes: int, pool: str = "avg"):
         super().__init__()
-        self.body = backbone.pixel_model()
+        self.body = copy.deepcopy(backbone.pixel_model())
         self.body.net.requires_grad_(True)
         self.path, self.pool = backbone.module_path(layer), pool
         self._tap = LayerTap(self.body, [self.path], root=self.body.net)
         with torch.no_grad():
             size = backbone.preprocess.input_size
             dim = self.features(torch.zeros(1, 3, size, size)).shape[1]
-        self.head = head if head is not None else nn.Linear(dim, n_classes)
+        self.head = nn.Linear(dim, n_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return pool_output(self._tap(x)[self.path], self.pool)
@@ -285,12 +303,13 @@ def evaluate(net: nn.Module, loader, device: torch.device,
     return accuracy(y_true, y_pred), y_true, y_pred
 
 
-class FineTuner(ClassifierTrainer):
-    """End-to-end fine-tuning of a :class:`FineTuneNet`, its forward pass computed in ``dtype`` (see
+class EndToEndTrainer(ClassifierTrainer):
+    """A network trained end to end on decoded images (a :class:`FineTuneNet` when fine-tuning, the
+    small CNN of the from-scratch baseline), its forward pass computed in ``dtype`` (see
     :func:`vislab.precision.resolve_precision`); a batch is (x, ok, y) of decoded images, the
     unreadable ones (ok False) left out."""
 
-    def __init__(self, net: FineTuneNet, opt: torch.optim.Optimizer, device: torch.device,
+    def __init__(self, net: nn.Module, opt: torch.optim.Optimizer, device: torch.device,
                  dtype: torch.dtype | None = None):
         super().__init__(net, opt)
         self.device, self.dtype = device, dtype

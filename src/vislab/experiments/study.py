@@ -20,7 +20,7 @@ from ..errors import UserError
 from ..io import ensure_dir, write_json
 from ..study.report import report_study
 from ..study.data import PLACEHOLDERS, prepare_data
-from ..study.plan import plan_runs, select_questions
+from ..study.plan import placeholders, plan_runs, select_questions
 from ..study.profile import load_profile
 from ..study.questions import ORDER, QUESTIONS
 from ..study.runner import is_finished, run_all
@@ -82,9 +82,9 @@ def study(cfg: StudyConfig, profile_override: dict[str, Any] | None = None) -> i
         profile["roles"] = {k: v for k, v in profile["roles"].items() if v is not None}
     ids = select_questions(cfg.questions, ORDER)
     roles = list(dict.fromkeys(r for q in ids for r in QUESTIONS[q].roles))
-    used = " ".join(str(profile["roles"].get(r, {}).get("options", {})) for r in roles)
-    data = prepare_data({n for n in PLACEHOLDERS if f"@{n}" in used}, mnist=cfg.mnist, scenes=cfg.scenes, backgrounds=cfg.backgrounds, download=cfg.download,
-                        scene_digits=tuple(profile.get("scene_digits", (100, 50))))
+    used = set().union(*(placeholders(profile["roles"].get(r, {}).get("options", {})) for r in roles))
+    data = prepare_data(used & set(PLACEHOLDERS), mnist=cfg.mnist, scenes=cfg.scenes, backgrounds=cfg.backgrounds,
+                        download=cfg.download, scene_digits=tuple(profile.get("scene_digits", (100, 50))))
     seeds = cfg.seeds or int(profile.get("seeds", 1))
     specs, problems = plan_runs(roles, profile, data.values, seeds, device=cfg.device)
     unique = list({s.key: s for ss in specs.values() for s in ss}.values())
@@ -125,6 +125,6 @@ def _role_notes(profile: dict[str, Any], data) -> dict[str, list[str]]:
     """Per role, the substitution sentences of the data placeholders its options use."""
     notes: dict[str, list[str]] = {}
     for role, spec in profile["roles"].items():
-        text = str(spec.get("options", {}))
-        notes[role] = [sentence for name, sentence in data.substitutions.items() if f"@{name}" in text]
+        used = placeholders(spec.get("options", {}))
+        notes[role] = [sentence for name, sentence in data.substitutions.items() if name in used]
     return notes

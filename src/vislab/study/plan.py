@@ -8,6 +8,7 @@ same run finds it finished and reuses it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import shlex
@@ -27,14 +28,14 @@ class RunSpec:
     options: dict[str, Any]  # resolved option values (no @placeholders), without out/overwrite/resume
     seed: int
 
-    @property
+    @functools.cached_property  # derived from the frozen fields; folder/key are read many times
     def config(self) -> dict[str, Any]:
         """The command's full resolved config (defaults included) for these options, as plain JSON."""
         cfg_cls, _ = command(self.command)
         values = config_to_dict(build_config(cfg_cls, {**self.options, "seed": self.seed}))
         return {k: v for k, v in values.items() if k not in _BOOKKEEPING}
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         blob = json.dumps({"command": self.command, "config": self.config, "vislab": __version__}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
@@ -82,6 +83,15 @@ def select_questions(wanted: list[str] | None, known: list[str]) -> list[str]:
             raise UserError(f"--questions {item}: no such question or part; use ids like A1 ... D8 or parts A B C D")
         chosen += [q for q in match if q not in chosen]
     return [q for q in known if q in chosen]
+
+
+def placeholders(value: Any) -> set[str]:
+    """The ``@name`` data placeholders used in an option value (a dict, list or string), without the ``@``."""
+    if isinstance(value, dict):
+        return set().union(*map(placeholders, value.values()))
+    if isinstance(value, list):
+        return set().union(*map(placeholders, value))
+    return {value[1:]} if isinstance(value, str) and value.startswith("@") else set()
 
 
 def resolve_value(value: Any, data: dict[str, Any]) -> Any:

@@ -48,6 +48,11 @@ class Answer:
         self.sentences.append(sentence)
         self.numbers.update(numbers)
 
+    def show(self, title: str, path: str | None) -> None:
+        """Add figure ``path`` (from :meth:`Evidence.figure`) when the run has it."""
+        if path:
+            self.figures.append(Figure(title, path))
+
     def table(self, title: str, columns: list[str], rows: list[list[Any]]) -> None:
         self.tables.append(Table(title, columns, rows))
 

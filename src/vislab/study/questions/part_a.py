@@ -85,8 +85,7 @@ def a3(ev: Evidence, a: Answer) -> None:
     a.table("Top-5 predictions", ["image", "label", "top-1 (p)", "top-5"],
             [[p["image"].split("/")[-1], p.get("label"), f"{p['top'][0]['class']} ({p['top'][0]['prob']:.3f})",
               ", ".join(t["class"] for t in p["top"][:5])] for p in preds])
-    if (f := ev.figure("inspect_photos", "predictions.png")):
-        a.figures.append(Figure("top-k predictions", f))
+    a.show("top-k predictions", ev.figure("inspect_photos", "predictions.png"))
 
 
 @question("A4", "Show first-conv activation maps; interpret them.", ("inspect_photos",))

@@ -23,8 +23,7 @@ def b1(ev: Evidence, a: Answer) -> None:
           f"order vs {d['random_auc']:.3f} in random order, so the maps are {verdict}.",
           saliency_auc=d["saliency_auc"], random_auc=d["random_auc"], faithfulness=d["faithfulness"])
     for name, title in (("saliency.png", "saliency maps"), ("deletion.png", "deletion curves")):
-        if (f := ev.figure("saliency", name)):
-            a.figures.append(Figure(title, f))
+        a.show(title, ev.figure("saliency", name))
 
 
 @question("B2", "Limits of this way of visualising pixel importance.", ("saliency",))
@@ -44,8 +43,7 @@ def b2(ev: Evidence, a: Answer) -> None:
     a.say("A gradient is also local: it says which pixels would change the score most, not which evidence the "
           "network used, and it misses interactions between pixels.")
     for name, title in (("smoothgrad.png", "vanilla vs SmoothGrad"), ("sanity.png", "trained vs randomised")):
-        if (f := ev.figure("saliency", name)):
-            a.figures.append(Figure(title, f))
+        a.show(title, ev.figure("saliency", name))
 
 
 @question("B3", "Can the technique serve another purpose?", ("saliency",))
@@ -59,8 +57,7 @@ def b3(ev: Evidence, a: Answer) -> None:
         a.say(f"Against the known boxes, the mean IoU is {loc['iou_mean']:.2f}.", iou=loc["iou_mean"])
     else:
         a.notes.append("The sample photos have no ground-truth boxes, so no IoU is measured.")
-    if (f := ev.figure("saliency", "boxes.png")):
-        a.figures.append(Figure("boxes from the thresholded maps", f))
+    a.show("boxes from the thresholded maps", ev.figure("saliency", "boxes.png"))
 
 
 @question("B4", "Another network: compare.", ("saliency", "saliency_other"))
@@ -84,8 +81,7 @@ def b4(ev: Evidence, a: Answer) -> None:
           f"{m1['top1_accuracy']:.2f} vs {m2['top1_accuracy']:.2f}.", spearman_mean=mean,
           top1_first=m1["top1_accuracy"], top1_other=m2["top1_accuracy"])
     for r in ("saliency", "saliency_other"):
-        if (f := ev.figure(r, "saliency.png")):
-            a.figures.append(Figure(f"maps of {ev.metrics(r)['model']}", f))
+        a.show(f"maps of {ev.metrics(r)['model']}", ev.figure(r, "saliency.png"))
 
 
 @question("B5", "Show and interpret fooling images.", ("fool",))
@@ -146,8 +142,7 @@ def b8(ev: Evidence, a: Answer) -> None:
           **{f"p_{r['target']}": r["probability"] for r in res})
     a.say("The images are not photos: they repeat the parts the class score relies on (textures, legs, eyes) all "
           "over the canvas, at many positions, because nothing asks for one coherent object.")
-    if (f := ev.figure("classviz", "snapshots.png")):
-        a.figures.append(Figure("snapshots along the ascent", f))
+    a.show("snapshots along the ascent", ev.figure("classviz", "snapshots.png"))
 
 
 @question("B9", "Vary iterations, learning rate and regularisation.", ("classviz_sweep",))
@@ -165,8 +160,7 @@ def b9(ev: Evidence, a: Answer) -> None:
           "with harsher, high-contrast patterns; a stronger L2 term keeps the image greyer and smoother.")
     a.table(f"Target probability (class {sweep['target']}) by setting and iterations",
             ["lr", "L2"] + [f"{s} its" for s in steps], rows)
-    if (f := ev.figure("classviz_sweep", "sweep.png")):
-        a.figures.append(Figure("sweep grid", f))
+    a.show("sweep grid", ev.figure("classviz_sweep", "sweep.png"))
 
 
 @question("B10", "Start from a real image instead of noise; interest?", ("classviz", "classviz_init"))
@@ -178,11 +172,10 @@ def b10(ev: Evidence, a: Answer) -> None:
     traj = init.get("probability_by_iterations", {})
     if traj:
         steps = sorted(traj, key=int)
-        a.say(f"Along the way: " + ", ".join(f"{traj[s]:.2f} at {s}" for s in steps) + ".")
+        a.say("Along the way: " + ", ".join(f"{traj[s]:.2f} at {s}" for s in steps) + ".")
     a.say("The photo stays recognisable while the class's features are painted into it: a way to see what would "
           "have to change for the network to change its mind (and the basis of DeepDream).")
-    if (f := ev.figure("classviz_init", "snapshots.png")):
-        a.figures.append(Figure("from a photo", f))
+    a.show("from a photo", ev.figure("classviz_init", "snapshots.png"))
 
 
 @question("B11", "Another network.", ("classviz", "classviz_other"))
@@ -190,8 +183,7 @@ def b11(ev: Evidence, a: Answer) -> None:
     m1, m2 = ev.metrics("classviz"), ev.metrics("classviz_other")
     r1, r2 = m1["results"][0], m2["results"][0]
     a.say(f"The same class ({r1['target_name']}) visualised with {m1['model']} reaches {r1['probability']:.2f} and "
-          f"with {m2['model']} {r2['probability']:.2f}; the images differ: each network relies on its own "
-          f"features for the class.", p_first=r1["probability"], p_other=r2["probability"])
+          f"with {m2['model']} {r2['probability']:.2f}; the two images below show what each network's own "
+          f"features for the class look like.", p_first=r1["probability"], p_other=r2["probability"])
     for r in ("classviz", "classviz_other"):
-        if (f := ev.figure(r, "snapshots.png")):
-            a.figures.append(Figure(ev.metrics(r)["model"], f))
+        a.show(ev.metrics(r)["model"], ev.figure(r, "snapshots.png"))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import statistics
 
-from .base import Answer, Evidence, Figure, question
+from .base import Answer, Evidence, question
 
 
 def target(ev: Evidence, role: str, key: str = "target_accuracy") -> tuple[float, float | None, str]:
@@ -48,8 +48,7 @@ def c2(ev: Evidence, a: Answer) -> None:
     a.table("Source (MNIST) test accuracy per epoch", ["epoch", "source-only", "DANN"],
             [[i + 1, s["source_accuracy"] if (s := (so["history"][i] if i < len(so["history"]) else None)) else None,
               dann["history"][i]["source_accuracy"]] for i in range(len(dann["history"]))])
-    if (f := ev.figure("adapt_dann", "curves.png")):
-        a.figures.append(Figure("DANN curves", f))
+    a.show("DANN curves", ev.figure("adapt_dann", "curves.png"))
 
 
 LAMBDA_ROLES = ("adapt_lambda_0.1", "adapt_lambda_0.3", "adapt_lambda_1", "adapt_dann", "adapt_course")
@@ -79,7 +78,7 @@ def c3(ev: Evidence, a: Answer) -> None:
 
 @question("C4", "Pseudo-labelling: what it is, what it adds.", ("adapt_pl", "adapt_dann"))
 def c4(ev: Evidence, a: Answer) -> None:
-    pl, dann = ev.metrics("adapt_pl"), ev.metrics("adapt_dann")
+    pl = ev.metrics("adapt_pl")
     rounds = pl["pseudo_label_rounds"]
     pl_mean, _, pl_t = target(ev, "adapt_pl")
     dann_mean, _, dann_t = target(ev, "adapt_dann")
@@ -93,5 +92,4 @@ def c4(ev: Evidence, a: Answer) -> None:
           f"({100 * gain:+.1f} points).", dann_target=dann_mean, pl_target=pl_mean)
     a.table("Pseudo-label rounds", ["round", "epoch", "count", "accuracy (read only for this table)"],
             [[r["round"], r["epoch"], r["count"], r["accuracy"]] for r in rounds])
-    if (f := ev.figure("adapt_pl", "tsne.png")):
-        a.figures.append(Figure("t-SNE of the features before/after", f))
+    a.show("t-SNE of the features before/after", ev.figure("adapt_pl", "tsne.png"))

@@ -22,8 +22,7 @@ def d1(ev: Evidence, a: Answer) -> None:
             [[n, _last(m, "d_x"), _last(m, "d_g_z"), m["fid"]] for n, m in
              (("both", both), ("only D", only_d), ("only G", only_g))])
     for r in ("gan_only_d", "gan_only_g"):
-        if (f := ev.figure(r, "samples.png")):
-            a.figures.append(Figure(f"samples, {r.replace('gan_', '').replace('_', ' ')}", f))
+        a.show(f"samples, {r.replace('gan_', '').replace('_', ' ')}", ev.figure(r, "samples.png"))
 
 
 @question("D2", "What should G turn P(z) into?", ("gan",))
@@ -72,8 +71,7 @@ def d4(ev: Evidence, a: Answer) -> None:
               f"(batch {curve[-1]['batch']}).", fid_first=curve[0]["fid"], fid_last=curve[-1]["fid"])
         a.table("FID along training", ["batch", "FID"], [[p["batch"], p["fid"]] for p in curve])
     for name, title in (("curves.png", "losses, D(x), D(G(z))"), ("samples.png", "samples")):
-        if (f := ev.figure("gan", name)):
-            a.figures.append(Figure(title, f))
+        a.show(title, ev.figure("gan", name))
     a.figures += [Figure("grid over time", f) for f in ev.figures("gan", "grids/epoch_*.png")[-1:]]
 
 
@@ -97,8 +95,7 @@ def d6(ev: Evidence, a: Answer) -> None:
           conditional_accuracy=c["conditional_accuracy"], fid_cdcgan=c["fid"], fid_dcgan=u["fid"])
     a.say("Within a row (fixed y) the columns share z: z then encodes the style (slant, thickness, width) rather "
           "than the class.")
-    if (f := ev.figure("gan_cdcgan", "samples.png")):
-        a.figures.append(Figure("rows = digits 0-9, columns = z", f))
+    a.show("rows = digits 0-9, columns = z", ev.figure("gan_cdcgan", "samples.png"))
 
 
 @question("D7", "Can y be removed from D's input?", ("gan_cdcgan", "gan_cdcgan_no_y"))

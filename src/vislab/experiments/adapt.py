@@ -80,8 +80,9 @@ class AdaptConfig(RunConfig):
     grl: bool = option(True, "reverse the gradient (--no-grl: ablation where the features help the "
                        "domain classifier instead of fooling it)")
     pl_weight: float = option(1.0, "weight of the pseudo-label cross-entropy (dann+pl)", min=0)
-    precision: Literal["bf16", "fp32"] = option("bf16", "compute precision: bf16 autocast (fast on AMX "
-                                                "CPUs and recent GPUs; weights stay fp32) or fp32")
+    precision: Literal["auto", "bf16", "fp32"] = option(
+        "auto", "compute precision: bf16 autocast (weights stay fp32), fp32, or auto = bf16 where the device "
+                "runs it natively (AVX512-BF16/AMX CPUs, recent GPUs), else fp32 (emulated bf16 is slow)")
     channels_last: bool = option(True, "channels-last memory layout for the convolutions (faster on CPU)")
     # -- data and schedule --
     data_root: str | None = option(None, "folder with the MNIST IDX files (gzip or raw); default: download "

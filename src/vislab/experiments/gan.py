@@ -59,8 +59,9 @@ class GanConfig(RunConfig):
                              resume_safe=True)
     eval_samples: int = option(10000, "generated (and real) images for FID / KID / conditional accuracy", min=2,
                                resume_safe=True)
-    precision: Literal["bf16", "fp32"] = option(
-        "bf16", "bf16 = autocast the networks to bfloat16 (losses stay float32); fp32 = plain float32")
+    precision: Literal["auto", "bf16", "fp32"] = option(
+        "auto", "bf16 = autocast the networks to bfloat16 (losses stay float32); fp32 = plain float32; auto = "
+                "bf16 where the device runs it natively (AVX512-BF16/AMX CPUs, recent GPUs), else fp32")
     classifier_epochs: int = option(3, "epochs of the MNIST classifier whose features FID/KID use (cached)", min=1,
                                     resume_safe=True)
     resume: bool = option(False, "continue the interrupted run left in OUT.partial from its last checkpoint")

@@ -47,7 +47,7 @@ class CompareConfig(RunConfig):
                                  resume_safe=True)
     epochs: int = option(5, "epochs of every variant", min=1)
     eval_samples: int = option(10000, "images for FID / KID", min=2)
-    precision: Literal["bf16", "fp32"] = option("bf16", "precision of every variant")
+    precision: Literal["auto", "bf16", "fp32"] = option("auto", "precision of every variant (see vislab gan --help)")
     train_size: int = option(0, "use only the first N training images (0 = all)", min=0)
     resume: bool = option(True, "continue the compare left in OUT.partial by an interrupted one (its finished "
                                 "variants are kept)")

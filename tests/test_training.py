@@ -110,7 +110,7 @@ def test_truncated_checkpoint_says_to_start_over(tmp_path):
     with pytest.raises(Paused):
         fit(LeastSquares(), Data(), Plan(2, 4), rngs=rngs(), checkpoint=Checkpoint(path, {}), stop_after_steps=1)
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(UserError, match="unreadable.*--overwrite"):
+    with pytest.raises(UserError, match="truncated or corrupt.*--overwrite"):
         fit(LeastSquares(), Data(), Plan(2, 4), rngs=rngs(), checkpoint=Checkpoint(path, {}), resume=True)
 
 

@@ -177,8 +177,9 @@ def torch_save(obj: Any, path: str | Path) -> Path:
     return Path(path)
 
 
-# what torch.load raises on a truncated, corrupt or foreign file
-_UNREADABLE = (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError)
+# what torch.load raises on a truncated, corrupt or foreign file (KeyError: a text file, read as a
+# legacy pickle whose first byte is taken for an opcode)
+_UNREADABLE = (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError)
 
 
 def torch_load(path: str | Path, map_location: Any = "cpu", *,

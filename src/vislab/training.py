@@ -24,7 +24,7 @@ import torch
 
 from .config import check_same_options
 from .errors import UserError
-from .io import torch_load, torch_save
+from .io import load_checkpoint, torch_save
 from .progress import progress
 
 
@@ -85,11 +85,7 @@ class Checkpoint:
     def load(self) -> dict | None:
         if not self.path.is_file():
             return None
-        try:
-            payload = torch_load(self.path)
-        except Exception as e:  # truncated, zeroed or foreign file: resuming again cannot help
-            raise UserError(f"checkpoint {self.path} is unreadable ({type(e).__name__}); it cannot be resumed: "
-                            "start over with --overwrite") from None
+        payload = load_checkpoint(self.path)
         check_same_options(payload.get("identity", {}), self.identity, str(self.path.parent))
         return payload
 

@@ -28,7 +28,6 @@ import torch
 from ..config import COMMANDS, RunConfig, add_command, config_from_args, option, resume_identity
 from ..errors import UserError
 from ..runs import Run
-from ..schemas import check_metrics
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -236,7 +235,6 @@ def run_train(cfg: GanConfig) -> int:
         })
         if fid_curve is not None:
             run.metrics["fid_curve"] = fid_curve
-        check_metrics("gan", run.metrics)
         # kept until now so that a failed evaluation resumes without training again;
         # generator.pt is what sample / interpolate need
         run.path(CHECKPOINT).unlink()

@@ -457,7 +457,7 @@ def test_compare_trains_missing_variants_and_tabulates(tiny_mnist, tmp_path, cap
     rows = json.loads((out / "comparison.json").read_text())
     assert [r["variant"] for r in rows] == ["default", "nz10"] and [r["nz"] for r in rows] == [100, 10]
     table = (out / "comparison.md").read_text()
-    assert table.splitlines()[0].startswith("| variant | g_loss | nz")
+    assert [c.strip() for c in table.splitlines()[0].split("|")[1:4]] == ["variant", "g_loss", "nz"]
     assert {"config.json", "manifest.json"} <= {p.name for p in out.iterdir()}  # a run folder like any other
     assert [r["variant"] for r in json.loads((out / "metrics.json").read_text())["variants"]] == ["default", "nz10"]
     first = (out / "nz10" / "metrics.json").read_text()
@@ -477,7 +477,7 @@ def test_compare_trains_missing_variants_and_tabulates(tiny_mnist, tmp_path, cap
 
 def test_comparison_markdown_formats_rows():
     md = comparison_markdown([{"variant": "a", "fid": 12.345, "kid": 0.01234, "conditional_accuracy": None}])
-    assert md.splitlines() == ["| variant | fid | kid |", "|---|---|---|", "| a | 12.35 | 0.0123 |"]
+    assert md.splitlines() == ["| variant |   fid |    kid |", "|---------|------:|-------:|", "| a       | 12.35 | 0.0123 |"]
 
 
 # ---------------------------------------------------------------------------------------------- study options

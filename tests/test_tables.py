@@ -1,5 +1,6 @@
 """The one table printer (vislab.reporting.tables)."""
-from vislab.reporting.tables import format_cell, markdown_table
+from vislab.models.summary import LayerRow
+from vislab.reporting.tables import format_cell, layers_markdown, markdown_table
 
 
 def test_markdown_table_by_hand():
@@ -27,4 +28,15 @@ def test_markdown_table_alignment_can_be_chosen():
         "|-------|----------:|",
         "| conv1 |     1,792 |",
         "| fc    | 4,097,000 |",
+    ]
+
+
+def test_layers_markdown_shape_without_batch_params_with_commas_share_in_percent():
+    rows = [LayerRow("conv1", "features.0", "Conv2d", (1, 64, 112, 112), 9408, 0.25),
+            LayerRow("fc", "fc", "Linear", None, 1234567, 0.75)]  # never ran: no shape
+    assert layers_markdown(rows).splitlines() == [
+        "| layer | type   | output shape |    params |  share |",
+        "|-------|--------|--------------|----------:|-------:|",
+        "| conv1 | Conv2d | 64x112x112   |     9,408 | 25.00% |",
+        "| fc    | Linear | -            | 1,234,567 | 75.00% |",
     ]

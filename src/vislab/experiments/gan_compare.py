@@ -18,6 +18,7 @@ from typing import Any, Literal
 from ..config import RunConfig, build_config, check_same_options, option, resume_identity
 from ..errors import UserError
 from ..io import write_json, write_text
+from ..reporting.tables import markdown_table
 from ..runs import PARTIAL_SUFFIX, Run, read_run_json
 from .gan import GanConfig, run_train
 
@@ -86,6 +87,11 @@ def _variant_config(cfg: CompareConfig, name: str, folder: Path) -> GanConfig:
         overwrite=cfg.overwrite, resume=Path(str(folder) + PARTIAL_SUFFIX).exists()))
 
 
+COMPARISON_COLUMNS = ["variant", "g_loss", "nz", "ngf/ndf", "lr_d/lr_g", "init", "size", "epochs", "fid",
+                      "fid_real_baseline", "kid", "conditional_accuracy", "loss_d", "loss_g", "d_x", "d_g_z",
+                      "train_seconds"]
+
+
 def run_compare(cfg: CompareConfig) -> int:
     unknown = [v for v in cfg.variants if v not in VARIANTS]
     if unknown:
@@ -134,17 +140,7 @@ def comparison_rows(folders: dict[str, Path]) -> list[dict[str, Any]]:
 
 
 def comparison_markdown(rows: list[dict[str, Any]]) -> str:
-    cols = ["variant", "g_loss", "nz", "ngf/ndf", "lr_d/lr_g", "init", "size", "epochs", "fid", "fid_real_baseline",
-            "kid", "conditional_accuracy", "loss_d", "loss_g", "d_x", "d_g_z", "train_seconds"]
-    cols = [c for c in cols if any(r.get(c) is not None for r in rows)]
-
-    def fmt(v: Any) -> str:
-        if v is None:
-            return ""
-        if isinstance(v, float):
-            return f"{v:.4f}" if abs(v) < 1 else f"{v:.2f}"
-        return str(v)
-
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    """The rows as a Markdown table; columns no variant has a value for (e.g. conditional_accuracy of
+    DCGANs) are left out."""
+    cols = [c for c in COMPARISON_COLUMNS if any(r.get(c) is not None for r in rows)]
+    return markdown_table(rows, cols) + "\n"

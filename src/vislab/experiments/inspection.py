@@ -13,10 +13,11 @@ from ..config import RunConfig, add_command, option
 from ..data.images import IMAGE_SUFFIXES, find_images, load_image
 from ..errors import ImageReadError, UserError
 from ..models.backbones import Backbone, build_backbone, imagenet_classes
-from ..models.summary import format_table, layer_table, params_by_type
+from ..models.summary import layer_table, params_by_type
 from ..models.taps import LayerTap
 from ..progress import progress
 from ..reporting.figures.inspection import first_conv_figure, predictions_figure
+from ..reporting.tables import layers_markdown
 from ..runs import Run
 from ..schemas import ImageFailure, InspectMetrics, Prediction
 from .options import BackboneOptions
@@ -48,7 +49,7 @@ def inspect(cfg: InspectConfig) -> int:
         rows = layer_table(backbone.net, torch.zeros(1, 3, size, size, device=run.device),
                            {path: backbone.layer_name_of(path) for path in backbone.layers.values()})
         by_type = params_by_type(rows)
-        table = format_table(rows)
+        table = layers_markdown(rows)
         print(table)
         print("\nparameters by layer type: " + ", ".join(f"{k} {v:,}" for k, v in by_type.items()))
         total = sum(r.params for r in rows)

@@ -63,13 +63,3 @@ def params_by_type(rows: list[LayerRow]) -> dict[str, int]:
             totals[r.type] += r.params
     return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
-
-def format_table(rows: list[LayerRow]) -> str:
-    header = ("layer", "type", "output shape", "params", "share")
-    lines = [(r.name, r.type, "x".join(map(str, r.output_shape[1:])) if r.output_shape else "-",
-              f"{r.params:,}", f"{100 * r.share:.2f}%") for r in rows]
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
-    fmt = "  ".join(f"{{:<{w}}}" if i < 3 else f"{{:>{w}}}" for i, w in enumerate(widths))
-    out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
-    out += [fmt.format(*line) for line in lines]
-    return "\n".join(out)

@@ -1,7 +1,10 @@
 """Tables as Markdown text: readable on a terminal (columns padded) and rendered by any Markdown viewer."""
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+if TYPE_CHECKING:
+    from ..models.summary import LayerRow
 
 Format = str | Callable[[Any], str]
 
@@ -42,3 +45,12 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | M
 
     rule = "|" + "|".join("-" * (w + 1) + ":" if num else "-" * (w + 2) for w, num in zip(widths, numeric)) + "|"
     return "\n".join([line(list(headers.values())), rule] + [line(c) for c in cells])
+
+
+def layers_markdown(rows: Sequence[LayerRow]) -> str:
+    """The layer table of ``vislab inspect``: :func:`vislab.models.summary.layer_table`'s rows, with the
+    output shape without its batch dimension ("-" for a module that never ran) and the share in percent."""
+    cells = [{"layer": r.name, "type": r.type, "params": r.params, "share": r.share,
+              "output shape": "x".join(map(str, r.output_shape[1:])) if r.output_shape else "-"} for r in rows]
+    return markdown_table(cells, ["layer", "type", "output shape", "params", "share"],
+                          {"params": ",", "share": lambda share: f"{100 * share:.2f}%"}, right=["params", "share"])

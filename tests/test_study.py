@@ -181,3 +181,21 @@ def test_report_in_a_headless_browser(study_env, tmp_path):
         assert driver.save_screenshot(str(artefacts / "study_report.png"))
     finally:
         driver.quit()
+
+
+def test_background_sentences_are_kept_apart_from_the_measured_answer(tmp_path):
+    from vislab.reporting.study_report import write_study_report
+    from vislab.study.questions.base import Answer
+
+    a = Answer("C2", "Why can source accuracy drop?")
+    a.say("DANN ends 0.4 points below source-only.", source_drop=0.004)
+    a.explain("The features must also be domain-invariant.")
+    context = {"title": "t", "profile": "quick", "seeds": 1, "version": "0", "substitutions": []}
+    write_study_report(tmp_path, [a], [], context)
+    record = json.loads((tmp_path / "answers.json").read_text())[0]
+    assert record["answer"] == "DANN ends 0.4 points below source-only."  # the measured sentences only
+    assert record["explanation"] == "The features must also be domain-invariant."
+    md = (tmp_path / "report.md").read_text()
+    assert "*Background (not measured in this study):* The features must also be domain-invariant." in md
+    html = (tmp_path / "report.html").read_text()
+    assert html.index("DANN ends 0.4") < html.index("Background (not measured") < html.index("domain-invariant")

@@ -55,8 +55,8 @@ def summary_rows(answers: list) -> list[dict[str, str]]:
 
 def answers_json(answers: list[Any]) -> list[dict[str, Any]]:
     """The contract of answers.json: one object per question, in order."""
-    return [{"id": a.id, "status": a.status, "answer": a.text, "runs": a.runs,
-             "numbers": a.numbers, "notes": a.notes, "commands": a.commands} for a in answers]
+    return [{"id": a.id, "status": a.status, "answer": a.text, "explanation": " ".join(a.explanations),
+             "runs": a.runs, "numbers": a.numbers, "notes": a.notes, "commands": a.commands} for a in answers]
 
 
 def thumbnail(study_dir: Path, rel: str) -> str:

@@ -51,5 +51,5 @@ def _why(role: str, outcomes: dict[str, list[Outcome]], problems: dict[str, str]
 def _not_answered(answer: Answer, reasons: list[str], commands: list[str]) -> None:
     answer.status = "not answered"
     answer.sentences = reasons
-    answer.tables, answer.figures, answer.numbers = [], [], {}
+    answer.tables, answer.figures, answer.numbers, answer.explanations = [], [], {}, []
     answer.commands = list(dict.fromkeys(commands))

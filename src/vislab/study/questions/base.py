@@ -32,6 +32,7 @@ class Answer:
     question: str
     status: str = "answered"  # or "not answered"
     sentences: list[str] = dataclasses.field(default_factory=list)
+    explanations: list[str] = dataclasses.field(default_factory=list)  # background, not measured here
     tables: list[Table] = dataclasses.field(default_factory=list)
     figures: list[Figure] = dataclasses.field(default_factory=list)
     numbers: dict[str, Any] = dataclasses.field(default_factory=dict)  # name -> measured value used above
@@ -47,6 +48,11 @@ class Answer:
         """Add a sentence and record the measured values it states."""
         self.sentences.append(sentence)
         self.numbers.update(numbers)
+
+    def explain(self, sentence: str) -> None:
+        """Add a sentence of background (the textbook reason) that this study does not measure; the
+        report prints it apart from the measured answer, so it never reads as a result."""
+        self.explanations.append(sentence)
 
     def show(self, title: str, path: str | None) -> None:
         """Add figure ``path`` (from :meth:`Evidence.figure`) when the run has it."""

@@ -183,7 +183,7 @@ def a9(ev: Evidence, a: Answer) -> None:
     a.say(f"Each grayscale image is repeated on the three colour channels (then normalised with ImageNet's "
           f"per-channel statistics); with that, {first['model']} features + SVM reach {first['test_accuracy']:.3f}.",
           accuracy=first["test_accuracy"])
-    a.say("The network then sees R = G = B everywhere: colour-opponent filters of the first layer respond only "
+    a.explain("The network then sees R = G = B everywhere: colour-opponent filters of the first layer respond only "
           "through the difference of their channel means, so what it learnt about colour goes unused.")
 
 

@@ -42,7 +42,7 @@ def c2(ev: Evidence, a: Answer) -> None:
     a.say(f"{wording} ({dann['source_accuracy']:.4f} vs {so['source_accuracy']:.4f}); its lowest source accuracy "
           f"over the epochs is {worst:.4f}.", source_drop=drop, dann_min_source=worst,
           dann_source=dann["source_accuracy"], source_only_source=so["source_accuracy"])
-    a.say("The features must now also be domain-invariant: the adversarial term removes information that helped "
+    a.explain("The features must now also be domain-invariant: the adversarial term removes information that helped "
           "classify MNIST (e.g. the exact stroke intensity), and the min-max game shakes the features while the "
           "label classifier keeps adapting to them.")
     a.table("Source (MNIST) test accuracy per epoch", ["epoch", "source-only", "DANN"],

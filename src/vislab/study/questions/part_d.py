@@ -11,7 +11,7 @@ def _last(m: dict, key: str) -> float:
 @question("D1", "Meaning of the D and G objectives; what if only one is used?", ("gan", "gan_only_d", "gan_only_g"))
 def d1(ev: Evidence, a: Answer) -> None:
     both, only_d, only_g = (ev.metrics(r) for r in ("gan", "gan_only_d", "gan_only_g"))
-    a.say("D is trained to output 1 on real images and 0 on generated ones (maximise log D(x) + log(1 - D(G(z))))"
+    a.explain("D is trained to output 1 on real images and 0 on generated ones (maximise log D(x) + log(1 - D(G(z))))"
           "; G is trained to make D output 1 on its images.")
     a.say(f"Training only D: D wins at once (D(G(z)) = {_last(only_d, 'd_g_z'):.3f}, D(x) = {_last(only_d, 'd_x'):.3f}) "
           f"and G stays random: FID {only_d['fid']:.1f}.", only_d_fid=only_d["fid"], only_d_dgz=_last(only_d, "d_g_z"))
@@ -49,7 +49,7 @@ def d3(ev: Evidence, a: Answer) -> None:
     g_ns, g_mm = ns.get("g_grad_norm_first_100_mean"), mm.get("g_grad_norm_first_100_mean")
     if g_ns is None or g_mm is None:
         raise Unanswerable("the GAN runs did not record G's gradient norm")
-    a.say("The minimax game's G loss is log(1 - D(G(z))); early on D rejects G's images (D(G(z)) near 0), "
+    a.explain("The minimax game's G loss is log(1 - D(G(z))); early on D rejects G's images (D(G(z)) near 0), "
           "where that loss is flat, so G gets almost no gradient; -log D(G(z)) has the same fixed point but a "
           "steep slope there.")
     ratio = g_ns / max(g_mm, 1e-12)
@@ -93,7 +93,7 @@ def d6(ev: Evidence, a: Answer) -> None:
           f"{pct(c['conditional_accuracy'])} of the time (as judged by the MNIST classifier), with FID "
           f"{c['fid']:.1f} vs {u['fid']:.1f} for the DCGAN after the same budget.",
           conditional_accuracy=c["conditional_accuracy"], fid_cdcgan=c["fid"], fid_dcgan=u["fid"])
-    a.say("Within a row (fixed y) the columns share z: z then encodes the style (slant, thickness, width) rather "
+    a.explain("Within a row (fixed y) the columns share z: z then encodes the style (slant, thickness, width) rather "
           "than the class.")
     a.show("rows = digits 0-9, columns = z", ev.figure("gan_cdcgan", "samples.png"))
 
@@ -126,7 +126,8 @@ def d8(ev: Evidence, a: Answer) -> None:
         easier = "the cDCGAN gets there first" if bc < bu else "the DCGAN gets there first" if bu < bc else "both together"
         a.say(f"To reach FID {threshold:.1f}: DCGAN {bu} batches, cDCGAN {bc}: {easier}.", threshold=threshold,
               dcgan_batches=bu, cdcgan_batches=bc)
-    a.say("Knowing y, G no longer has to learn where the classes lie in z, and D can check each class separately: "
-          "the label splits one hard problem into ten easier ones.")
+    if bu is not None and bc is not None and bc < bu:
+        a.explain("Knowing y, G no longer has to learn where the classes lie in z, and D can check each class "
+                  "separately: the label splits one hard problem into ten easier ones.")
     a.table("FID vs batches", ["batch", "DCGAN", "cDCGAN"],
             [[p["batch"], p["fid"], q["fid"]] for p, q in zip(cu, cc)])

@@ -24,7 +24,7 @@ from vislab.data.images import load_image
 from vislab.errors import UserError
 from vislab.io import torch_load
 from vislab.methods import features as F
-from vislab.methods import linear
+from vislab.methods import linear, trainers
 from vislab.models.backbones import Backbone, Preprocess
 from vislab.models.small_cnn import SmallCNN
 from vislab.training import Plan, fit
@@ -414,8 +414,8 @@ def test_pca_svm_and_linear_head():
     res = linear.pca_svm(Xtr, ytr, Xte, yte, n_components=50, C=1.0)
     assert res["n_components"] == 5 and res["explained_variance"] == pytest.approx(1.0, abs=1e-5)
     assert res["test_accuracy"] > 0.9
-    head, hist = linear.train_linear_head(Xtr, ytr, Xte, yte, 3, epochs=30, lr=0.05)
-    _, hist2 = linear.train_linear_head(Xtr, ytr, Xte, yte, 3, epochs=30, lr=0.05)
+    head, hist = trainers.train_linear_head(Xtr, ytr, Xte, yte, 3, epochs=30, lr=0.05)
+    _, hist2 = trainers.train_linear_head(Xtr, ytr, Xte, yte, 3, epochs=30, lr=0.05)
     assert hist == hist2  # seeded
     assert head.weight.shape == (3, 5) and hist["train_loss"][-1] < hist["train_loss"][0]
     assert hist["test_accuracy"][-1] > 0.9
@@ -425,7 +425,7 @@ def test_linear_head_curves_by_hand():
     # one epoch of one full batch: the recorded train loss and accuracy are those of the initial
     # weights (drawn from the seeded generator), and the returned layer took exactly one Adam step
     X, y = _blobs(seed=0)
-    layer, hist = linear.train_linear_head(X, y, X[:0], y[:0], 3, epochs=1, batch_size=len(X), lr=0.1,
+    layer, hist = trainers.train_linear_head(X, y, X[:0], y[:0], 3, epochs=1, batch_size=len(X), lr=0.1,
                                            weight_decay=0.0, seed=5)
     g = torch.Generator().manual_seed(5)
     w = torch.empty(3, X.shape[1]).uniform_(-X.shape[1] ** -0.5, X.shape[1] ** -0.5, generator=g)
@@ -463,7 +463,7 @@ def _stripes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x.unsqueeze(1).expand(n, 3, 32, 32).contiguous(), y
 
 
-class _DecodedBatches(linear.FeatureBatches):
+class _DecodedBatches(trainers.FeatureBatches):
     """In-memory images as the (x, ok, y) batches of decoded files, every image readable."""
 
     def batch(self, order, i, rngs):
@@ -479,12 +479,12 @@ def test_scratch_cnn_learns_stripes_through_the_fit_loop():
     assert sum(p.numel() for p in net.parameters()) == convs + 2 * 15 * w + 8 * w * k + k
     assert net(torch.rand(2, 3, 96, 96)).shape == (2, k) and net.feature_dim == 8 * w
     (Xtr, ytr), (Xte, yte) = _stripes(48, seed=0), _stripes(32, seed=1)
-    trainer = linear.EndToEndTrainer(net, torch.optim.Adam(net.parameters(), lr=0.01), torch.device("cpu"))
+    trainer = trainers.EndToEndTrainer(net, torch.optim.Adam(net.parameters(), lr=0.01), torch.device("cpu"))
     data = _DecodedBatches(Xtr, ytr, 16)
     test = [(Xte, torch.ones(len(yte), dtype=torch.bool), yte)]
     result = fit(trainer, data, Plan(5, data.steps_per_epoch), rngs={"order": torch.Generator().manual_seed(0)},
                  evaluate=lambda e, means, s: {**trainer.curves.take(),
-                                               "test_accuracy": linear.evaluate(net, test, torch.device("cpu"))[0]})
+                                               "test_accuracy": trainers.evaluate(net, test, torch.device("cpu"))[0]})
     first, last = result.history[0], result.history[-1]
     assert last["train_loss"] < first["train_loss"] / 2
     assert last["test_accuracy"] >= 0.95
@@ -494,8 +494,8 @@ def test_finetune_trains_a_copy_of_the_backbone():
     bb = tiny_backbone()
     before = {k: v.clone() for k, v in bb.net.state_dict().items()}
     torch.manual_seed(0)
-    net = linear.FineTuneNet(bb, "pooled", 3)
-    trainer = linear.EndToEndTrainer(net, linear.finetune_optimizer(net, lr=0.5, backbone_lr_mult=1.0),
+    net = trainers.FineTuneNet(bb, "pooled", 3)
+    trainer = trainers.EndToEndTrainer(net, trainers.finetune_optimizer(net, lr=0.5, backbone_lr_mult=1.0),
                                      torch.device("cpu"))
     trainer.update((torch.rand(4, 3, 32, 32), torch.ones(4, dtype=torch.bool), torch.tensor([0, 1, 2, 0])))
     assert all(torch.equal(v, bb.net.state_dict()[k]) for k, v in before.items())
@@ -604,7 +604,7 @@ def test_finetune_resume_equals_uninterrupted(folder, tmp_path, use_tiny, monkey
     args = ["--data", str(folder), "--cache", str(tmp_path / "fc"), "--head", "finetune", "--finetune-epochs", "3",
             "--finetune-batch-size", "5"]
     full = _run(args + ["--out", str(tmp_path / "full")])["finetune"]
-    real_evaluate, calls = linear.evaluate, {"n": 0}
+    real_evaluate, calls = trainers.evaluate, {"n": 0}
 
     def interrupting_evaluate(*a, **kw):
         calls["n"] += 1
@@ -612,10 +612,10 @@ def test_finetune_resume_equals_uninterrupted(folder, tmp_path, use_tiny, monkey
             raise KeyboardInterrupt
         return real_evaluate(*a, **kw)
 
-    monkeypatch.setattr(linear, "evaluate", interrupting_evaluate)
+    monkeypatch.setattr(trainers, "evaluate", interrupting_evaluate)
     assert main(["transfer", *args, "--out", str(tmp_path / "cut")]) == 130
     assert list((tmp_path / "cut.partial").glob("checkpoint-finetune-*.pt"))
-    monkeypatch.setattr(linear, "evaluate", real_evaluate)
+    monkeypatch.setattr(trainers, "evaluate", real_evaluate)
     capsys.readouterr()
     assert main(["transfer", *args, "--out", str(tmp_path / "cut"), "--resume", "--finetune-lr", "0.1"]) == 2
     assert "--finetune-lr" in capsys.readouterr().err  # another result: refused
@@ -639,8 +639,8 @@ def test_shuffled_image_batches_follow_the_order_and_resume_mid_epoch(folder):
 
 def test_finetune_only_trains_with_lower_backbone_lr():
     bb = tiny_backbone()
-    net = linear.FineTuneNet(bb, "pooled", 3)
-    opt = linear.finetune_optimizer(net, lr=0.1, backbone_lr_mult=0.1)
+    net = trainers.FineTuneNet(bb, "pooled", 3)
+    opt = trainers.finetune_optimizer(net, lr=0.1, backbone_lr_mult=0.1)
     assert [g["lr"] for g in opt.param_groups] == [pytest.approx(0.01), 0.1]
     net.train()
     assert not net.body.net.features[1].training and net.head.training  # BN statistics frozen

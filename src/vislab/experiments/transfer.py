@@ -23,7 +23,7 @@ from ..data.scenes import ImageList, load_image_folder
 from ..errors import UserError
 from ..feature_cache import extract_features
 from ..io import write_text
-from ..methods import linear
+from ..methods import linear, trainers
 from ..methods.features import FeatureExtractor
 from ..models.backbones import build_backbone
 from ..reporting import tables
@@ -239,7 +239,7 @@ def _classify(cfg: TransferConfig, run: Run, v: dict, classes: list[str],
                          "seconds": seconds_since(t0)}, None))
     if "linear" in cfg.head:
         t0 = time.perf_counter()
-        head, hist = linear.train_linear_head(Xtr, ytr, Xte, yte, len(classes), epochs=cfg.head_epochs,
+        head, hist = trainers.train_linear_head(Xtr, ytr, Xte, yte, len(classes), epochs=cfg.head_epochs,
                                               lr=cfg.head_lr, weight_decay=cfg.head_weight_decay, seed=cfg.seed)
         with torch.no_grad():
             pred = head(torch.as_tensor(Xte, dtype=torch.float32)).argmax(1).numpy()

@@ -16,7 +16,7 @@ import torch
 from ..config import resume_identity
 from ..data.image_files import ShuffledImageBatches, image_loader
 from ..data.scenes import ImageList
-from ..methods import linear
+from ..methods import trainers
 from ..models.backbones import Preprocess
 from ..models.small_cnn import SmallCNN
 from ..precision import resolve_precision
@@ -52,9 +52,9 @@ def finetune_variant(cfg: TransferConfig, run: Run, v: dict, images: tuple[Image
     """Fine-tune the variant's backbone end to end from its layer: its variants row and training."""
     backbone, name = v["backbone"], variant_name(v)
     torch.manual_seed(cfg.seed)  # the new layer's initial weights
-    net = linear.FineTuneNet(backbone, v["layer"], len(images[0].classes), pool=cfg.pool).to(run.device)
+    net = trainers.FineTuneNet(backbone, v["layer"], len(images[0].classes), pool=cfg.pool).to(run.device)
     pre = backbone.preprocess
-    trained = train_on_images(cfg, run, net, linear.finetune_optimizer(net, cfg.finetune_lr, cfg.backbone_lr_mult),
+    trained = train_on_images(cfg, run, net, trainers.finetune_optimizer(net, cfg.finetune_lr, cfg.backbone_lr_mult),
                               images, (v["sets"][0].valid, v["sets"][1].valid), pre.pixel_transform(v["resize"]),
                               pre.input_size, epochs=cfg.finetune_epochs, name=f"finetune-{index}",
                               desc=f"fine-tuning {name}")
@@ -96,7 +96,7 @@ def train_on_images(cfg: TransferConfig, run: Run, net: torch.nn.Module, optimiz
     each epoch."""
     (train, test), (train_ok, test_ok), square = images, readable, (size, size)
     dtype = resolve_precision(cfg.precision, run.device)
-    trainer = linear.EndToEndTrainer(net, optimizer, run.device, dtype)
+    trainer = trainers.EndToEndTrainer(net, optimizer, run.device, dtype)
     data = ShuffledImageBatches([p for p, ok in zip(train.paths, train_ok) if ok], transform, square,
                                 train.labels[train_ok], cfg.finetune_batch_size, cfg.workers)
     test_loader = image_loader([p for p, ok in zip(test.paths, test_ok) if ok], transform, square,
@@ -104,7 +104,7 @@ def train_on_images(cfg: TransferConfig, run: Run, net: torch.nn.Module, optimiz
     predictions: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def evaluate(epoch: int, means: dict, train_seconds: float) -> dict:
-        test_accuracy, y_true, y_pred = linear.evaluate(net, test_loader, run.device, dtype)
+        test_accuracy, y_true, y_pred = trainers.evaluate(net, test_loader, run.device, dtype)
         predictions["test"] = (y_true, y_pred)
         return {**trainer.curves.take(), "test_accuracy": test_accuracy}
 
@@ -113,8 +113,8 @@ def train_on_images(cfg: TransferConfig, run: Run, net: torch.nn.Module, optimiz
                  resume=cfg.resume, evaluate=evaluate, max_minutes=cfg.max_minutes,
                  stop_after_steps=cfg.stop_after_steps, desc=desc)
     if "test" not in predictions:  # resumed after this training had finished: its final weights came back
-        predictions["test"] = linear.evaluate(net, test_loader, run.device, dtype)[1:]
-    return ImageTraining(linear.as_curves(result.history), round(sum(row["seconds"] for row in result.history), 3),
+        predictions["test"] = trainers.evaluate(net, test_loader, run.device, dtype)[1:]
+    return ImageTraining(trainers.as_curves(result.history), round(sum(row["seconds"] for row in result.history), 3),
                          *predictions["test"], params=sum(p.numel() for p in net.parameters()))
 
 

@@ -2,7 +2,7 @@
 
 Adam with a one-cycle learning rate; random shifts of up to 2 px (one per batch: cheap) as the only
 augmentation. The loss is computed in float32 even when the network runs under bf16 autocast. The
-step is :class:`vislab.methods.linear.ClassifierTrainer`'s and the training goes through
+step is :class:`vislab.methods.trainers.ClassifierTrainer`'s and the training goes through
 :func:`vislab.training.fit`, like every classifier training in vislab.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ..models.mnist_classifier import MnistClassifier, predict
 from ..precision import autocast
 from ..training import Plan, fit
-from .linear import ClassifierTrainer
+from .trainers import ClassifierTrainer
 
 SHIFT = 2  # pixels of random translation, each way
 

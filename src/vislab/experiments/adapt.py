@@ -2,8 +2,8 @@
 
 Wires the two domains, one algorithm per mode (``vislab.methods.dann``; each batch carries what it
 declares it uses), the fit loop (``vislab.training``) and the outputs (accuracies per epoch, curves,
-pseudo-label rounds, t-SNE, a comparison table). Target labels: read only by :func:`evaluate` and the
-pseudo-label *report*, except by mode ``target-oracle``, the labelled upper bound.
+pseudo-label rounds, t-SNE, a comparison table). Target labels: read only by the evaluation
+(:mod:`.adapt_eval`), except by mode ``target-oracle``, the labelled upper bound.
 """
 from __future__ import annotations
 
@@ -17,18 +17,18 @@ import numpy as np
 import torch
 
 from ..config import RunConfig, add_command, option, resume_identity
-from ..data.domains import DomainBatches, Domains, domain_norms, load_domains, to_input
+from ..data.domains import DomainBatches, Domains, domain_norms, load_domains
 from ..data.mnist import MNIST_MEAN, MNIST_STD
 from ..errors import UserError
 from ..io import write_text
 from ..methods.augment import augment_digits
 from ..methods.dann import ALGORITHMS, AdaptHParams, Algorithm
-from ..methods.embedding import tsne_2d
 from ..methods.pseudo_label import PseudoLabeller
 from ..models.dann import DANNNet
 from ..reporting.figures.adapt import plot_curves, plot_tsne
 from ..runs import Run
 from ..training import Checkpoint, Plan, fit
+from .adapt_eval import PseudoLabelRounds, evaluate, tsne_features
 from .adapt_summary import comparison_table
 
 
@@ -127,62 +127,6 @@ def hparams(cfg: AdaptConfig) -> AdaptHParams:
     values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(AdaptHParams)}
     unset = {name: value for name, value in PRESETS[cfg.preset].items() if values[name] is None}
     return AdaptHParams(**{**values, **unset})
-
-
-# -- evaluation (with the pseudo-label report, the only code that reads target labels) ------------
-@torch.no_grad()
-def evaluate(algo: Algorithm, domains: Domains, norms: dict, eval_batch: int) -> dict[str, float]:
-    """Test accuracy on both domains and the domain classifier's test accuracy."""
-    out: dict[str, float] = {}
-    dom_correct = dom_total = 0
-    for name, ds, is_source in (("source", domains.source_test, True), ("target", domains.target_test, False)):
-        correct = 0
-        for i in range(0, len(ds), eval_batch):
-            logits, dlogits = algo.predict_with_domain(to_input(ds.images[i:i + eval_batch], *norms[name]))
-            correct += (logits.argmax(1) == ds.labels[i:i + eval_batch]).sum().item()
-            dom_correct += ((dlogits > 0) == is_source).sum().item()
-            dom_total += len(logits)
-        out[f"{name}_accuracy"] = correct / len(ds)
-    out["domain_accuracy"] = dom_correct / dom_total
-    return out
-
-
-class PseudoLabelRounds:
-    """The fit loop's ``before_epoch`` hook of a pseudo-labelling algorithm: the labeller's round,
-    recorded with how many of its labels are right (evaluation only: the true labels stop here)."""
-
-    def __init__(self, labeller: PseudoLabeller, algo: Algorithm, domains: Domains, norms: dict, eval_batch: int):
-        self.labeller, self.algo, self.target, self.norm = labeller, algo, domains.target_train, norms["target"]
-        self.eval_batch, self.rows = eval_batch, []
-
-    def probs(self) -> torch.Tensor:
-        images, n = self.target.images, self.eval_batch
-        return torch.cat([self.algo.predict(to_input(images[i:i + n], *self.norm)).softmax(1)
-                          for i in range(0, len(images), n)])
-
-    def __call__(self, epoch: int) -> None:
-        info = self.labeller.before_epoch(epoch, self.probs)
-        if info is not None:
-            pseudo = self.labeller.labels
-            right = (pseudo == self.target.labels)[pseudo >= 0]
-            acc = right.float().mean().item() if len(right) else float("nan")
-            self.rows.append({**info, "accuracy": acc})
-
-    def state(self) -> dict:
-        return {"rows": self.rows}
-
-    def load_state(self, state: dict) -> None:
-        self.rows = list(state["rows"])
-
-
-def tsne_features(algo: Algorithm, domains: Domains, norms: dict, cfg: AdaptConfig) -> np.ndarray:
-    """2-D t-SNE of G_f features: rows 0..n-1 source test, n..2n-1 target test."""
-    g = torch.Generator().manual_seed(1234)  # the same images in every run and mode
-    feats = []
-    for name, ds in (("source", domains.source_test), ("target", domains.target_test)):
-        idx = torch.randperm(len(ds), generator=g)[:cfg.tsne_points].to(ds.images.device)
-        feats.append(algo.features(to_input(ds.images[idx], *norms[name])))
-    return tsne_2d(torch.cat(feats).cpu().numpy(), cfg.seed, cfg.tsne_iter)
 
 
 # -- training ----------------------------------------------------------------------------------

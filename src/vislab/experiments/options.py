@@ -9,7 +9,8 @@ import dataclasses
 from typing import Literal
 
 from ..config import option
-from ..models.backbones import BACKBONES, OFFLINE_DEFAULT
+from ..models.backbones import BACKBONES
+from ..models.weights import OFFLINE_DEFAULT
 
 
 @dataclasses.dataclass

@@ -5,10 +5,11 @@ shuffle=True)`` with per-sample ``Resize(32) + ToTensor + Normalize(0.5, 0.5)`` 
 float32 contiguous networks (plain ``nn.Sequential`` per SPEC Part D), ``nn.BCELoss`` on the
 Sigmoid outputs, Adam with its default (for-loop) implementation.
 
-vislab: the code path of ``vislab gan`` (:class:`vislab.experiments.gan.Digits` batches,
+vislab: the code path of ``vislab gan`` (:class:`vislab.methods.gan.Digits` batches,
 :meth:`vislab.methods.gan.GAN.update` steps): MNIST as one in-memory tensor resized once, batches by
-index, bf16 autocast with float32 losses, channels_last, fused Adam, D's weight gradients skipped in
-G's backward.
+index, bf16 autocast with float32 losses (``--precision``, by default ``vislab gan``'s ``auto``: bf16
+where the CPU runs it natively), channels_last, fused Adam, D's weight gradients skipped in G's
+backward.
 
 Both train the same architecture (parameter counts checked) with the same hyper-parameters. Each
 loop runs in its own spawned process (``isolated.py``: no loop inherits the other's heap), the
@@ -37,10 +38,10 @@ from torch import nn
 from isolated import Loop, time_loops
 from vislab.data.mnist import load_mnist
 from vislab.io import write_json
-from vislab.experiments.gan import Digits
-from vislab.methods.gan import GAN
+from vislab.methods.gan import GAN, Digits
 from vislab.models.dcgan import build_gan, count_parameters
 from vislab.models.mnist_classifier import prepare_digits
+from vislab.precision import PRECISIONS, precision_name, resolve_precision
 
 BATCH = 128
 NZ = 100
@@ -113,12 +114,12 @@ class ReferenceLoop:
 
 
 class VislabLoop:
-    def __init__(self, data_root: str, seed: int):
+    def __init__(self, data_root: str, seed: int, precision: str):
         torch.manual_seed(seed)
         self.data = Digits(prepare_digits(load_mnist("train", data_root).images, 32), None, BATCH, NZ)
         g, d = build_gan("dcgan")
         self.gan = GAN(g.to(memory_format=torch.channels_last), d.to(memory_format=torch.channels_last),
-                       g_loss="non-saturating", dtype=torch.bfloat16)
+                       g_loss="non-saturating", dtype=resolve_precision(precision, torch.device("cpu")))
         self.rngs = {"data": torch.Generator().manual_seed(seed)}
         self.steps_per_epoch = math.ceil(len(self.data.x) / BATCH)
         self.order, self.i = self.data.order(self.rngs), 0
@@ -134,8 +135,8 @@ def build_reference(root: str, seed: int):
     return ReferenceLoop(Path(root), seed).step
 
 
-def build_vislab(data_root: str, seed: int):
-    return VislabLoop(data_root, seed).step
+def build_vislab(data_root: str, seed: int, precision: str):
+    return VislabLoop(data_root, seed, precision).step
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,18 +147,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=5, help="untimed batches per loop before timing (default 5)")
     p.add_argument("--out", default="benchmarks/results/gan_throughput.json", help="JSON file to write")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="vislab's precision (default auto, as in vislab gan: bf16 where the CPU runs it natively)")
     args = p.parse_args(argv)
 
     ref_g, ref_d = reference_models()
     vis_g, vis_d = build_gan("dcgan")
     assert count_parameters(ref_g) == count_parameters(vis_g) == 369_600
     assert count_parameters(ref_d) == count_parameters(vis_d) == 166_848
+    precision = precision_name(resolve_precision(args.precision, torch.device("cpu")))
     with tempfile.TemporaryDirectory() as tmp:
         root = str(torchvision_root(args.data_root, Path(tmp)))
         loops = {
             "reference (torchvision DataLoader, PIL Resize, fp32)": Loop(build_reference, (root, args.seed), False),
             "reference with vislab's allocator policy": Loop(build_reference, (root, args.seed), True),
-            "vislab (in-memory, bf16, channels_last)": Loop(build_vislab, (args.data_root, args.seed), True),
+            f"vislab (in-memory, {precision}, channels_last)": Loop(build_vislab, (args.data_root, args.seed,
+                                                                                   args.precision), True),
         }
         timings = time_loops(loops, args.batches, args.rounds, args.warmup, report=lambda m: print(m, file=sys.stderr))
     rates = {name: t.rates for name, t in timings.items()}
@@ -180,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.out, {"benchmark": "gan_throughput", "batch_size": BATCH, "rows": rows, "ratio": round(ratio, 3),
                           "ratio_same_allocator": round(vis_rate / ref_retain_rate, 3), "process_per_loop": True,
                           "rounds": args.rounds, "batches_per_round": args.batches, "torch": torch.__version__,
+                          "vislab_precision": precision,
                           "threads": timings[next(iter(loops))].torch_threads,
                           "machine": platform.processor() or platform.machine()})
     print(f"wrote {args.out}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 import torch
 from torch import nn
 
@@ -136,6 +137,12 @@ def test_cli_classviz_with_sweep(tmp_path):
     assert [r["target"] for r in m["results"]] == [76, 113] and m["init"] == "noise" and m["image_size"] == 64
     assert all(0 <= r["probability"] <= 1 for r in m["results"])
     assert len(m["sweep"]["results"]) == 2 and set(m["sweep"]["results"][0]["probability_by_iterations"]) == {"1", "2"}
+    for r in m["results"]:  # the last snapshot is the final image
+        assert set(r["probability_by_iterations"]) == {"1", "2"}
+        assert r["probability_by_iterations"]["2"] == pytest.approx(r["probability"], rel=1e-6)
+    # the sweep's first setting is the run's own (lr 5, L2 1e-3, target 76): the same ascent, the same trajectory
+    assert m["results"][0]["probability_by_iterations"] == pytest.approx(
+        m["sweep"]["results"][0]["probability_by_iterations"], rel=1e-4)
     for name in ("snapshots.png", "sweep.png", "classviz_76.png", "classviz_113.png"):
         assert (out / name).is_file()
 

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from vislab.cli import main
@@ -123,3 +126,73 @@ def test_inspect_rejects_bad_options(tmp_path, capsys):
     assert main(["inspect", "--top-k", "0", "--out", str(tmp_path / "r")]) == 2
     assert "--top-k 0" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def _fake_foolbox(root, photos, labels, monkeypatch):
+    """A stand-in for the foolbox package's data folder (``imagenet_NN_<label>.jpg``), found first on sys.path."""
+    data = root / "site" / "foolbox" / "data"
+    data.mkdir(parents=True)
+    (data.parent / "__init__.py").write_text("raise RuntimeError('foolbox must not be imported')\n")
+    for n, (photo, label) in enumerate(zip(photos, labels)):
+        shutil.copy(photo, data / f"imagenet_{n:02d}_{label}.jpg")  # the same bytes as the --images file
+    monkeypatch.syspath_prepend(str(root / "site"))
+    monkeypatch.delitem(sys.modules, "foolbox", raising=False)
+
+
+def test_inspect_labelled_samples_with_files(tmp_path, photos, monkeypatch):
+    from vislab.models.backbones import imagenet_classes
+
+    classes = imagenet_classes()
+    palace, bell_cote, daisy = (classes.index(c) for c in ("palace", "bell cote", "daisy"))
+    # china is a palace (top-1), a bell cote (its 2nd class: top-5 only) and a daisy (not in its top 5)
+    labels = [palace, bell_cote, daisy, daisy]
+    _fake_foolbox(tmp_path, [photos[0], photos[0], photos[0], photos[1]], labels, monkeypatch)
+    out = tmp_path / "run"
+    assert main(["inspect", "--samples", "foolbox", "--images", str(photos[0]), "-k", "2", "--out", str(out)]) == 0
+    m = check_metrics("inspect", json.loads((out / "metrics.json").read_text()))
+    preds = m["predictions"]
+    assert [p["image"] for p in preds] == [f"imagenet_{n:02d}_{lab}" for n, lab in enumerate(labels)] + [str(photos[0])]
+    assert [p["label"] for p in preds] == labels + [None]
+    assert [p["top1_correct"] for p in preds] == [True, False, False, True, None]
+    assert [p["top5_correct"] for p in preds] == [True, True, False, True, None]  # top-5 even with -k 2
+    assert m["labelled_images"] == 4 and m["top1_accuracy"] == 2 / 4 and m["top5_accuracy"] == 3 / 4
+    for p in preds:
+        assert p["prob_sum"] == pytest.approx(1.0, abs=1e-5) and len(p["top"]) == 2
+    # the labelled copy and the file: same pixels, same answer
+    assert [t["index"] for t in preds[0]["top"]] == [t["index"] for t in preds[-1]["top"]]
+    assert [t["prob"] for t in preds[0]["top"]] == pytest.approx([t["prob"] for t in preds[-1]["top"]], abs=1e-6)
+    assert [x["image"] for x in m["first_conv_match"]] == [p["image"] for p in preds]
+    assert len(list(out.glob("first_conv_*.png"))) == 5
+
+
+def test_inspect_unlabelled_files_have_no_accuracy(tmp_path, photos):
+    out = tmp_path / "run"
+    assert main(["inspect", "--images", str(photos[1]), "--out", str(out)]) == 0
+    m = check_metrics("inspect", json.loads((out / "metrics.json").read_text()))
+    assert m["labelled_images"] == 0 and m["top1_accuracy"] is None and m["top5_accuracy"] is None
+    p = m["predictions"][0]
+    assert p["label"] is None and p["top1_correct"] is None and p["top5_correct"] is None
+    match = m["first_conv_match"][0]
+    assert [x["map"] for x in match["maps"]] == list(range(32))  # efficientnet_lite0's stem has 32 channels
+    for i in match["edge_maps"] + match["colour_maps"]:
+        assert abs(match["maps"][i]["r"]) >= 0.5
+    assert {match["maps"][i]["reference"] for i in match["colour_maps"]} <= {"red_green", "blue_yellow"}
+    assert not set(match["edge_maps"]) & set(match["colour_maps"])
+
+
+def test_first_conv_match_names_edge_and_colour_maps():
+    """Hand-made maps of a known image, red stepping up along x (a vertical edge) and green along y:
+    the edge band, R - G, and a constant map."""
+    from vislab.experiments.inspection import _first_conv_match
+
+    image = torch.zeros(3, 8, 8)
+    image[0, :, 4:] = 1.0  # red on the right half
+    image[1, 4:, :] = 1.0  # green on the bottom half
+    vertical_edge = torch.zeros(8, 8)
+    vertical_edge[:, 3:5] = 1.0  # where a horizontal Sobel derivative of the luminance is non-zero
+    maps = torch.stack([vertical_edge, image[0] - image[1], torch.full((8, 8), 0.3)])
+    match = _first_conv_match("x", image, maps)
+    assert match["edge_maps"] == [0] and match["colour_maps"] == [1]
+    assert [x["reference"] for x in match["maps"][:2]] == ["sobel_x", "red_green"]
+    assert match["maps"][0]["r"] == pytest.approx(1.0) and match["maps"][1]["r"] == pytest.approx(1.0)
+    assert match["maps"][2]["r"] == 0.0  # a constant map correlates with nothing

@@ -34,6 +34,28 @@ def test_valid_metrics_pass_and_come_back_unchanged():
     check_metrics("inspect", with_images)
 
 
+def test_inspect_labels_accuracy_and_first_conv_match():
+    pred = {"image": "imagenet_00_243", "top": [{"index": 243, "class": "bull mastiff", "prob": 0.7}], "label": 243,
+            "prob_sum": 1.0, "top1_correct": True, "top5_correct": True}
+    match = {"image": "imagenet_00_243", "maps": [{"map": 0, "reference": "sobel_x", "r": -0.8}], "edge_maps": [0],
+             "colour_maps": []}
+    labelled = {**INSPECT, "predictions": [pred, {**pred, "image": "noise.png", "label": None, "top1_correct": None,
+                                                  "top5_correct": None}],
+                "errors": [], "images_failed": 0, "labelled_images": 1, "top1_accuracy": 1.0, "top5_accuracy": 1.0,
+                "first_conv_match": [match, {**match, "image": "noise.png"}]}
+    check_metrics("inspect", labelled)
+    check_metrics("inspect", {**labelled, "top1_accuracy": None, "top5_accuracy": None})  # no labelled image
+    for where, broken, expected in [
+            (r"predictions\[0\]\.top1_correct", {**labelled, "predictions": [{**pred, "top1_correct": 1}]}, "bool"),
+            (r"predictions\[0\]\.label", {**labelled, "predictions": [{**pred, "label": "243"}]}, "int"),
+            (r"first_conv_match\[0\]\.edge_maps\[0\]", {**labelled, "first_conv_match": [{**match, "edge_maps": [0.5]}]},
+             "int"),
+            (r"first_conv_match\[0\]\.maps\[0\]", {**labelled, "first_conv_match": [{**match, "maps": [{"map": 0}]}]},
+             "missing key 'reference'")]:
+        with pytest.raises(MetricsSchemaError, match=rf"inspect metrics: {where}: .*{expected}"):
+            check_metrics("inspect", broken)
+
+
 @pytest.mark.parametrize("kind,metrics,schema", [("fool", FOOL, FoolMetrics), ("inspect", INSPECT, InspectMetrics)])
 def test_every_required_key_is_required_by_name(kind, metrics, schema):
     assert schema.__required_keys__ <= metrics.keys()

@@ -38,13 +38,36 @@ TopClass = TypedDict("TopClass", {"index": int, "class": str, "prob": float})
 
 
 class Prediction(TypedDict):
-    image: str
+    image: str  # the file's path, or the sample photo's name (--samples)
     top: list[TopClass]  # the top-k classes, most probable first
+    # written by every run since --samples (absent in older runs):
+    label: NotRequired[int | None]  # ImageNet class of a labelled sample photo; None for --images files
+    prob_sum: NotRequired[float]  # sum of the softmax over all classes (1 up to rounding)
+    top1_correct: NotRequired[bool | None]  # the label is the most probable class (None without a label)
+    top5_correct: NotRequired[bool | None]  # the label is among the 5 most probable, whatever --top-k
 
 
 class ImageFailure(TypedDict):
     image: str
     error: str
+
+
+class FilterMatchRow(TypedDict):
+    map: int  # channel of the first conv layer
+    reference: str  # best-matching reference response by |r| (methods.filter_match.REFERENCES)
+    r: float  # its Pearson r over the map's pixels (the sign is the polarity)
+
+
+class FirstConvMatch(TypedDict):
+    """Every first-conv activation map of one image against edge / colour references
+    (:func:`vislab.methods.filter_match.match_filters`)."""
+
+    image: str
+    maps: list[FilterMatchRow]  # one per map, in channel order
+    # a map is an edge (colour) detector when its best reference is an oriented-edge (colour-opponent)
+    # response with |r| >= 0.5 (experiments.inspection.DETECTOR_MIN_R)
+    edge_maps: list[int]
+    colour_maps: list[int]
 
 
 class InspectMetrics(TypedDict):
@@ -56,10 +79,14 @@ class InspectMetrics(TypedDict):
     params_by_type: dict[str, int]  # layer type -> parameters, largest first
     num_layers: int
     output_size: int | None
-    # with --images only:
+    # with --images and/or --samples only:
     predictions: NotRequired[list[Prediction]]
     errors: NotRequired[list[ImageFailure]]
     images_failed: NotRequired[int]
+    labelled_images: NotRequired[int]  # predictions with a label
+    top1_accuracy: NotRequired[float | None]  # over the labelled images; None when there are none
+    top5_accuracy: NotRequired[float | None]
+    first_conv_match: NotRequired[list[FirstConvMatch]]  # one per prediction, same order
 
 
 # --- part A: transfer --------------------------------------------------------------------------
@@ -216,6 +243,8 @@ class ClassVizImage(TypedDict):
     probability: float
     predicted: int
     predicted_name: str
+    # steps done (as text) -> target probability at each snapshot (absent in runs before it was written)
+    probability_by_iterations: NotRequired[dict[str, float]]
 
 
 class SweepSetting(TypedDict):

@@ -79,14 +79,15 @@ def classviz(cfg: ClassVizConfig) -> int:
         res = _classviz_batches(model, start, torch.tensor(cfg.target), torch.full((n,), cfg.learning_rate),
                                 torch.full((n,), cfg.l2_reg), cfg, dtype)
         seconds = time.perf_counter() - t0
-        results = _results(run, cfg.target, res)
+        by_step = _probability_by_step(model, res, torch.tensor(cfg.target), dtype)
+        results = _results(run, cfg.target, res, by_step)
         metrics: ClassVizMetrics = {
             "model": cfg.model, "iterations": cfg.iterations, "learning_rate": cfg.learning_rate,
             "l2_reg": cfg.l2_reg, "init": "image" if cfg.init_image else "noise", "image_size": size,
             "precision": cfg.precision, "seconds": round(seconds, 3),
             "seconds_per_iteration": round(seconds / cfg.iterations, 4), "results": results}
         snapshots_figure(res.snapshots, [f"{r['target_name']} ({r['target']})" for r in results],
-                         run.path("snapshots.png"), final_probs=[r["probability"] for r in results])
+                         run.path("snapshots.png"), probs_by_step=by_step)
         for r in results:
             print(f"classviz {r['target_name']} ({r['target']}): p={r['probability']:.3f}")
         print(f"classviz: {cfg.iterations} iterations in {seconds:.1f} s -> {run.dir}")
@@ -101,14 +102,17 @@ def _num_classes(model, input_size: int) -> int:
         return int(model(torch.zeros(1, 3, input_size, input_size, device=model.mean.device)).shape[1])
 
 
-def _results(run: Run, targets: list[int], res: ClassVizResult) -> list[ClassVizImage]:
-    """Each target's final probability and top class; its image saved as ``classviz_<target>.png``."""
+def _results(run: Run, targets: list[int], res: ClassVizResult,
+             by_step: dict[int, torch.Tensor]) -> list[ClassVizImage]:
+    """Each target's final probability, top class and probability at each snapshot; its image saved
+    as ``classviz_<target>.png``."""
     probs = res.logits.softmax(dim=1).cpu()
     results: list[ClassVizImage] = []
     for i, k in enumerate(targets):
         top = int(probs[i].argmax())
         results.append({"target": k, "target_name": class_name(k), "probability": float(probs[i, k]),
-                        "predicted": top, "predicted_name": class_name(top)})
+                        "predicted": top, "predicted_name": class_name(top),
+                        "probability_by_iterations": {str(s): float(p[i]) for s, p in by_step.items()}})
         data, _ = png_roundtrip(res.images[i])
         write_bytes(run.path(f"classviz_{k}.png"), data)
     return results
@@ -133,6 +137,17 @@ def _classviz_batches(model, start, targets, lrs, regs, cfg: ClassVizConfig, dty
                           logits=torch.cat([p.logits for p in parts]))
 
 
+def _probability_by_step(model, res: ClassVizResult, targets: torch.Tensor, dtype: torch.dtype | None
+                         ) -> dict[int, torch.Tensor]:
+    """Steps done -> (N,) probability of each image's target class at that snapshot."""
+    by_step = {}
+    with torch.no_grad(), autocast(model.mean.device, dtype):
+        for steps, snap in res.snapshots:
+            probs = model(snap).float().softmax(dim=1)
+            by_step[steps] = probs.gather(1, targets.to(probs.device)[:, None]).squeeze(1).cpu()
+    return by_step
+
+
 def _sweep(run: Run, cfg: ClassVizConfig, model, start, dtype: torch.dtype | None) -> ClassVizSweep:
     """All (lr, l2_reg) pairs for the first target, from the same start and with the same jitter;
     snapshot columns = iterations."""
@@ -144,10 +159,7 @@ def _sweep(run: Run, cfg: ClassVizConfig, model, start, dtype: torch.dtype | Non
     res = _classviz_batches(model, start, torch.full((len(pairs),), k), torch.tensor([p[0] for p in pairs]),
                             torch.tensor([p[1] for p in pairs]), cfg, dtype)
     seconds = time.perf_counter() - t0
-    by_step = {}
-    with torch.no_grad(), autocast(model.mean.device, dtype):
-        for steps, snap in res.snapshots:
-            by_step[steps] = model(snap).float().softmax(dim=1)[:, k].cpu()
+    by_step = _probability_by_step(model, res, torch.full((len(pairs),), k), dtype)
     labels = [f"lr={lr:g}, l2={reg:g}" for lr, reg in pairs]
     snapshots_figure(res.snapshots, labels, run.path("sweep.png"), probs_by_step=by_step,
                      title=f"{class_name(k)} ({k}): learning rate x l2_reg (rows) x iterations (columns)")

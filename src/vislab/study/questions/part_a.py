@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import statistics
 
+from ...experiments.inspection import DETECTOR_MIN_R
+from ...models.backbones import imagenet_classes
 from .base import Answer, Evidence, Figure, Unanswerable, pct, question
 
 
@@ -51,11 +54,18 @@ def a2(ev: Evidence, a: Answer) -> None:
     photos = ev.metrics("inspect_photos")
     sums = [p["prob_sum"] for p in photos["predictions"]]
     a.say(f"The last layer outputs {size} numbers: one score (logit) per ImageNet class.", output_size=size)
-    a.say(f"A softmax turns them into probabilities: on the {len(sums)} photos of this study they sum to "
-          f"{min(sums):.6f}-{max(sums):.6f}.", prob_sum_min=min(sums), prob_sum_max=max(sums))
+    deviation = max(abs(s - 1) for s in sums)
+    verdict = "1 up to float rounding" if deviation < 1e-4 else f"1 only to within {deviation:.2g}"
+    a.say(f"A softmax turns them into probabilities: over all {photos['output_size']} classes they sum to {verdict} "
+          f"on each of the {len(sums)} images of this study ({min(sums):.6f}-{max(sums):.6f}).",
+          prob_sum_min=min(sums), prob_sum_max=max(sums))
     best = photos["predictions"][0]["top"][0]
     a.say(f"For example the first photo's top class is '{best['class']}' with probability {best['prob']:.3f}.",
           example_prob=best["prob"])
+
+
+def _name(path: str) -> str:
+    return path.split("/")[-1]
 
 
 @question("A3", "Apply the network to several images; comment.", ("inspect_photos",))
@@ -65,40 +75,74 @@ def a3(ev: Evidence, a: Answer) -> None:
     labelled = [p for p in preds if p.get("label") is not None]
     if not labelled:
         raise Unanswerable("the inspection run had no labelled photos (it needs --samples foolbox)")
-    a.say(f"On the {len(labelled)} labelled photos, {m['model']} is right first time for {pct(m['top1_accuracy'])} "
-          f"and within its top 5 for {pct(m['top5_accuracy'])}.", top1_accuracy=m["top1_accuracy"],
-          top5_accuracy=m["top5_accuracy"])
+    classes = imagenet_classes()
+    a.say(f"On the {m['labelled_images']} labelled photos, {m['model']} is right first time for "
+          f"{pct(m['top1_accuracy'])} and within its top 5 for {pct(m['top5_accuracy'])}.",
+          top1_accuracy=m["top1_accuracy"], top5_accuracy=m["top5_accuracy"], labelled_images=m["labelled_images"])
+    right = [p["top"][0]["prob"] for p in labelled if p["top1_correct"]]
+    if right:
+        a.say(f"When it is right, its top probability has median {statistics.median(right):.3f}.",
+              median_prob_right=statistics.median(right))
     wrong = sorted((p for p in labelled if not p["top1_correct"]), key=lambda p: -p["top"][0]["prob"])
     if wrong:
         w = wrong[0]
-        a.say(f"Its most confident mistake calls a photo of class {w['label']} '{w['top'][0]['class']}' with "
-              f"probability {w['top'][0]['prob']:.3f}.", worst_mistake_prob=w["top"][0]["prob"])
+        still = "still in" if w["top5_correct"] else "not even in"
+        a.say(f"Its most confident mistake calls a photo of '{classes[w['label']]}' '{w['top'][0]['class']}' with "
+              f"probability {w['top'][0]['prob']:.3f}; the true class is {still} its top 5.",
+              worst_mistake_prob=w["top"][0]["prob"])
+    else:
+        a.say("It makes no top-1 mistake on these photos.")
     ood = [p for p in preds if p.get("label") is None]
     if ood:
         confs = [p["top"][0]["prob"] for p in ood]
         high = max(confs)
-        verdict = ("still gives some of them a confident class" if high > 0.5 else
-                   "gives none of them a confident class")
-        a.say(f"On {len(ood)} inputs from outside ImageNet (a handwritten digit, noise, ...) it {verdict}: top "
-              f"probability {min(confs):.3f}-{high:.3f}; a softmax classifier has no 'none of these' answer.",
-              ood_max_prob=high, ood_min_prob=min(confs))
-    a.table("Top-5 predictions", ["image", "label", "top-1 (p)", "top-5"],
-            [[p["image"].split("/")[-1], p.get("label"), f"{p['top'][0]['class']} ({p['top'][0]['prob']:.3f})",
-              ", ".join(t["class"] for t in p["top"][:5])] for p in preds])
+        verdict = ("still gives some of them a confident class (above 0.5)" if high > 0.5 else
+                   "gives none of them a confident class (all at most 0.5)")
+        a.say(f"On {len(ood)} inputs from outside ImageNet ({', '.join(_name(p['image']) for p in ood)}) it {verdict}: "
+              f"top probability {min(confs):.3f}-{high:.3f}; a softmax classifier has no 'none of these' answer, "
+              f"it can only spread its probability.", ood_max_prob=high, ood_min_prob=min(confs))
+    a.table("Top-5 predictions", ["image", "label", "top-1 (p)", "top-5", "top-1 right", "top-5 right"],
+            [[_name(p["image"]), classes[p["label"]] if p.get("label") is not None else None,
+              f"{p['top'][0]['class']} ({p['top'][0]['prob']:.3f})", ", ".join(t["class"] for t in p["top"][:5]),
+              p.get("top1_correct"), p.get("top5_correct")] for p in preds])
     a.show("top-k predictions", ev.figure("inspect_photos", "predictions.png"))
 
 
 @question("A4", "Show first-conv activation maps; interpret them.", ("inspect_photos",))
 def a4(ev: Evidence, a: Answer) -> None:
     m = ev.metrics("inspect_photos")
-    matches = m["first_conv_match"]
+    matches = m.get("first_conv_match")
+    if not matches:
+        raise Unanswerable("the inspection run did not match its first-conv maps (it needs --images or --samples)")
     first = matches[0]
     n = len(first["maps"])
     edge, colour = first["edge_maps"], first["colour_maps"]
-    a.say(f"On '{first['image'].split('/')[-1]}', {len(edge)} of the {n} first-layer maps correlate best "
-          f"(|r| >= 0.5) with an oriented-edge (Sobel) response and {len(colour)} with a colour-opponent one: "
-          f"the first layer detects edges and colour contrasts.", edge_maps=len(edge), colour_maps=len(colour),
-          maps=n)
+    brightness = [x for x in first["maps"] if x["reference"] == "luminance" and abs(x["r"]) >= DETECTOR_MIN_R]
+    detectors, unmatched = len(edge) + len(colour), n - len(edge) - len(colour) - len(brightness)
+    verdict = ("most maps are edge or colour-contrast detectors" if detectors >= n / 2 else
+               "edge and colour-contrast detectors are a minority of the maps" if detectors else
+               "no map is an edge or colour detector on this image")
+    if brightness or unmatched:
+        verdict += ("; most others follow brightness" if len(brightness) >= unmatched else
+                    "; most others match no single reference (mixed orientations and colours, or textures)")
+    a.say(f"On '{_name(first['image'])}', of the {n} first-layer maps {len(edge)} correlate best "
+          f"(|r| >= {DETECTOR_MIN_R}) with an oriented-edge (Sobel) response, {len(colour)} with a colour-opponent one, "
+          f"{len(brightness)} with brightness alone and {unmatched} with none of them this well: {verdict}.",
+          edge_maps=len(edge), colour_maps=len(colour), brightness_maps=len(brightness), maps=n)
+    # the photos only: what a map answers to on noise or a digit says little about the filter
+    photos = [x for x, p in zip(matches, m["predictions"]) if p.get("label") is not None] or matches
+    if len(photos) > 1:
+        always_edge = sorted(set.intersection(*(set(x["edge_maps"]) for x in photos)))
+        always_colour = sorted(set.intersection(*(set(x["colour_maps"]) for x in photos)))
+        stable = [f"map(s) {', '.join(map(str, maps))} {kind} detectors"
+                  for maps, kind in ((always_edge, "are edge"), (always_colour, "are colour")) if maps]
+        if stable:
+            a.say(f"On every one of the {len(photos)} photos, {' and '.join(stable)}: what such a map detects "
+                  f"belongs to its learnt filter, not to one image.", stable_edge_maps=len(always_edge),
+                  stable_colour_maps=len(always_colour))
+        else:
+            a.say(f"No map is an edge or colour detector on all {len(photos)} photos: on other photos the "
+                  f"same filters match other references or none.")
     best = sorted(first["maps"], key=lambda x: -abs(x["r"]))[:8]
     a.table("Best-matching reference per map (first image, strongest 8)", ["map", "reference", "|r|"],
             [[x["map"], x["reference"], abs(x["r"])] for x in best])

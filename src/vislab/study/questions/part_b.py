@@ -1,6 +1,8 @@
 """Part B: saliency maps, adversarial (fooling) images, class visualisation."""
 from __future__ import annotations
 
+import statistics
+
 from .base import Answer, Evidence, Figure, Unanswerable, pct, question
 
 
@@ -133,6 +135,24 @@ def _probabilities(results: list[dict]) -> str:
     return ", ".join(f"{r['target_name']} {r['probability']:.2f}" for r in results)
 
 
+def _trajectory(result: dict) -> list[tuple[str, float]]:
+    """(steps done, target probability) at each snapshot, in order (empty for runs before it was written)."""
+    traj = result.get("probability_by_iterations", {})
+    return [(s, traj[s]) for s in sorted(traj, key=int)]
+
+
+def _along(traj: list[tuple[str, float]]) -> str:
+    return ", ".join(f"{p:.2f} after {s}" for s, p in traj)
+
+
+def _rise(traj: list[tuple[str, float]]) -> str:
+    """How the probability moved along the snapshots, as measured."""
+    ps = [p for _, p in traj]
+    if all(b >= a for a, b in zip(ps, ps[1:])):
+        return "rising at every snapshot"
+    return "rising overall but not at every snapshot" if ps[-1] > ps[0] else "not rising overall"
+
+
 @question("B8", "Show and interpret class visualisations.", ("classviz",))
 def b8(ev: Evidence, a: Answer) -> None:
     m = ev.metrics("classviz")
@@ -140,24 +160,76 @@ def b8(ev: Evidence, a: Answer) -> None:
     a.say(f"After {m['iterations']} steps of regularised gradient ascent from noise, the network assigns "
           f"{_probabilities(res)} to the images made for those classes.",
           **{f"p_{r['target']}": r["probability"] for r in res})
-    a.say("The images are not photos: they repeat the parts the class score relies on (textures, legs, eyes) all "
-          "over the canvas, at many positions, because nothing asks for one coherent object.")
+    hits = [r for r in res if r["predicted"] == r["target"]]
+    misses = [f"the {r['target_name']} image as '{r['predicted_name']}'" for r in res if r not in hits]
+    a.say(f"For {len(hits)} of the {len(res)} images the network's top class is the target itself"
+          + (f"; it classifies {', '.join(misses)}." if misses else "."), target_top1=len(hits) / len(res))
+    traj = _trajectory(res[0])
+    if len(traj) > 1:
+        a.say(f"Along the ascent the {res[0]['target_name']} probability goes {_along(traj)} steps "
+              f"({_rise(traj)}).", **{f"p_{res[0]['target']}_at_{s}": p for s, p in traj})
+    a.say("How to read the images (an interpretation, not a measurement): they are not photos; they tend to repeat "
+          "parts the class score relies on (textures, legs, eyes) at many positions, because nothing in the "
+          "objective asks for one coherent object.")
     a.show("snapshots along the ascent", ev.figure("classviz", "snapshots.png"))
+
+
+def _mean_by(rows: list[dict], key: str, steps: str) -> dict[float, float]:
+    """Mean target probability after ``steps`` per value of ``key`` (over the other setting)."""
+    values = sorted({r[key] for r in rows})
+    return {v: statistics.mean(r["probability_by_iterations"][steps] for r in rows if r[key] == v) for v in values}
+
+
+SAME_P = 0.005  # probabilities closer than this print the same at 2 decimals: no difference is claimed
+
+
+def _trend(by: dict[float, float]) -> str:
+    """'up', 'down', 'flat' (no visible difference) or 'mixed', as the values of ``by`` go in key order."""
+    ps = list(by.values())
+    if max(ps) - min(ps) < SAME_P:
+        return "flat"
+    steps = [b - a for a, b in zip(ps, ps[1:])]
+    return "up" if all(d > 0 for d in steps) else "down" if all(d < 0 for d in steps) else "mixed"
+
+
+def _compare(p: float, q: float) -> str:
+    return "about the same as" if abs(p - q) < SAME_P else "higher than" if p > q else "lower than"
 
 
 @question("B9", "Vary iterations, learning rate and regularisation.", ("classviz_sweep",))
 def b9(ev: Evidence, a: Answer) -> None:
     sweep = ev.metrics("classviz_sweep")["sweep"]
-    rows = []
-    for r in sweep["results"]:
-        steps = sorted(r["probability_by_iterations"], key=int)
-        rows.append([r["learning_rate"], r["l2_reg"]] + [r["probability_by_iterations"][s] for s in steps])
+    settings = sweep["results"]
+    steps = sorted(settings[0]["probability_by_iterations"], key=int)
+    first, last = steps[0], steps[-1]
+    rows = [[r["learning_rate"], r["l2_reg"]] + [r["probability_by_iterations"][s] for s in steps] for r in settings]
     best = max(rows, key=lambda r: r[-1])
     worst = min(rows, key=lambda r: r[-1])
     a.say(f"Over {len(rows)} settings the final target probability ranges from {worst[-1]:.2f} (lr {worst[0]:g}, "
           f"L2 {worst[1]:g}) to {best[-1]:.2f} (lr {best[0]:g}, L2 {best[1]:g}).", best_p=best[-1], worst_p=worst[-1])
-    a.say("More iterations raise the probability until it saturates; a larger learning rate gets there sooner but "
-          "with harsher, high-contrast patterns; a stronger L2 term keeps the image greyer and smoother.")
+    if len(steps) > 1:
+        rising = sum(r[-1] > r[2] for r in rows)
+        a.say(f"Iterations: in {rising} of the {len(rows)} settings the probability is higher after {last} steps "
+              f"than after {first}.", rising_with_iterations=rising)
+    by_lr = _mean_by(settings, "learning_rate", first)
+    if len(by_lr) > 1:
+        verdict = {"up": "a larger learning rate gets there sooner",
+                   "flat": "the learning rate makes no visible difference this early"}.get(
+            _trend(by_lr), "a larger learning rate is not faster throughout this range")
+        a.say(f"Learning rate: after {first} steps the mean probability is "
+              + ", ".join(f"{p:.2f} at lr {lr:g}" for lr, p in by_lr.items()) + f": {verdict}.",
+              **{f"p_after_{first}_lr_{lr:g}": p for lr, p in by_lr.items()})
+    by_reg = _mean_by(settings, "l2_reg", last)
+    if len(by_reg) > 1:
+        verdict = {"down": "the stronger L2 term costs probability",
+                   "flat": "the L2 weight makes no visible difference to it"}.get(
+            _trend(by_reg), "the L2 weight does not lower the final probability steadily over this range")
+        a.say("L2 weight: the mean final probability is " + ", ".join(f"{p:.2f} at L2 {reg:g}"
+                                                                         for reg, p in by_reg.items())
+              + f": {verdict}.", **{f"p_final_l2_{reg:g}": p for reg, p in by_reg.items()})
+    a.say("What the grid shows (an explanation, not measured here): the L2 term pulls the image towards the mean "
+          "(grey), so stronger values give greyer, smoother images; a large learning rate paints harsher, "
+          "high-contrast patterns.")
     a.table(f"Target probability (class {sweep['target']}) by setting and iterations",
             ["lr", "L2"] + [f"{s} its" for s in steps], rows)
     a.show("sweep grid", ev.figure("classviz_sweep", "sweep.png"))
@@ -165,25 +237,49 @@ def b9(ev: Evidence, a: Answer) -> None:
 
 @question("B10", "Start from a real image instead of noise; interest?", ("classviz", "classviz_init"))
 def b10(ev: Evidence, a: Answer) -> None:
-    noise, init = ev.metrics("classviz")["results"][0], ev.metrics("classviz_init")["results"][0]
+    init = ev.metrics("classviz_init")["results"][0]
+    from_noise = ev.metrics("classviz")["results"]
+    noise = next((r for r in from_noise if r["target"] == init["target"]), None)
+    if noise is None:
+        raise Unanswerable(f"the run from noise did not visualise class {init['target']}, the one started from a photo")
     a.say(f"Starting from a photo instead of noise, the ascent towards '{init['target_name']}' ends at probability "
-          f"{init['probability']:.2f} (from noise: {noise['probability']:.2f}).", p_init=init["probability"],
-          p_noise=noise["probability"])
-    traj = init.get("probability_by_iterations", {})
+          f"{init['probability']:.2f} (from noise: {noise['probability']:.2f}); the photo's top class at the end is "
+          f"{'the target' if init['predicted'] == init['target'] else repr(init['predicted_name'])}.",
+          p_init=init["probability"], p_noise=noise["probability"])
+    traj, traj_noise = dict(_trajectory(init)), dict(_trajectory(noise))
     if traj:
-        steps = sorted(traj, key=int)
-        a.say("Along the way: " + ", ".join(f"{traj[s]:.2f} at {s}" for s in steps) + ".")
-    a.say("The photo stays recognisable while the class's features are painted into it: a way to see what would "
-          "have to change for the network to change its mind (and the basis of DeepDream).")
+        a.say(f"Along the way from the photo: {_along(list(traj.items()))} steps.",
+              **{f"p_init_at_{s}": p for s, p in traj.items()})
+    common = [s for s in traj if s in traj_noise]
+    if common:
+        s = common[0]
+        a.say(f"After {s} steps the photo's probability ({traj[s]:.2f}) is {_compare(traj[s], traj_noise[s])} "
+              f"the noise start's ({traj_noise[s]:.2f}).", **{f"p_noise_at_{s}": traj_noise[s]})
+    a.say("The interest (an explanation, not measured here): the class's features are painted into a real scene, "
+          "which shows what would have to change for the network to change its mind (the idea behind DeepDream).")
     a.show("from a photo", ev.figure("classviz_init", "snapshots.png"))
 
 
 @question("B11", "Another network.", ("classviz", "classviz_other"))
 def b11(ev: Evidence, a: Answer) -> None:
     m1, m2 = ev.metrics("classviz"), ev.metrics("classviz_other")
-    r1, r2 = m1["results"][0], m2["results"][0]
+    other = {r["target"]: r for r in m2["results"]}
+    pairs = [(r, other[r["target"]]) for r in m1["results"] if r["target"] in other]
+    if not pairs:
+        raise Unanswerable("the two classviz runs visualised no class in common")
+    r1, r2 = pairs[0]
     a.say(f"The same class ({r1['target_name']}) visualised with {m1['model']} reaches {r1['probability']:.2f} and "
-          f"with {m2['model']} {r2['probability']:.2f}; the two images below show what each network's own "
-          f"features for the class look like.", p_first=r1["probability"], p_other=r2["probability"])
+          f"with {m2['model']} {r2['probability']:.2f}.", p_first=r1["probability"], p_other=r2["probability"])
+    if len(pairs) > 1:
+        mean1, mean2 = (statistics.mean(r[i]["probability"] for r in pairs) for i in (0, 1))
+        verdict = ("neither is driven visibly further by its own ascent" if abs(mean1 - mean2) < SAME_P else
+                   f"{m1['model'] if mean1 > mean2 else m2['model']} is driven further by its own ascent")
+        a.say(f"Over the {len(pairs)} classes visualised with both, the mean final probability is {mean1:.2f} for "
+              f"{m1['model']} and {mean2:.2f} for {m2['model']} ({verdict}).",
+              mean_p_first=mean1, mean_p_other=mean2)
+    a.say("Each image shows the features of that network for the class (an explanation, not measured here): "
+          "compare them side by side below.")
+    a.table("Final target probability per network", ["class", m1["model"], m2["model"]],
+            [[r1_["target_name"], r1_["probability"], r2_["probability"]] for r1_, r2_ in pairs])
     for r in ("classviz", "classviz_other"):
         a.show(ev.metrics(r)["model"], ev.figure(r, "snapshots.png"))

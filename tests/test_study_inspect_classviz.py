@@ -111,7 +111,8 @@ def test_b8_names_misses_and_the_trajectory(tmp_path):
     assert "For 1 of the 2 images the network's top class is the target itself; it classifies the c113 image as 'c6'" \
         in a.text
     assert "goes 0.10 after 2, 0.90 after 4 steps (rising at every snapshot)" in a.text
-    assert "an interpretation, not a measurement" in a.text
+    assert "nothing in the objective asks for one coherent object" in " ".join(a.explanations)  # background, apart
+    assert "coherent object" not in a.text
 
 
 def test_b9_verdicts_follow_the_sweep(tmp_path):

@@ -99,8 +99,9 @@ def a3(ev: Evidence, a: Answer) -> None:
         verdict = ("still gives some of them a confident class (above 0.5)" if high > 0.5 else
                    "gives none of them a confident class (all at most 0.5)")
         a.say(f"On {len(ood)} inputs from outside ImageNet ({', '.join(_name(p['image']) for p in ood)}) it {verdict}: "
-              f"top probability {min(confs):.3f}-{high:.3f}; a softmax classifier has no 'none of these' answer, "
-              f"it can only spread its probability.", ood_max_prob=high, ood_min_prob=min(confs))
+              f"top probability {min(confs):.3f}-{high:.3f}.", ood_max_prob=high, ood_min_prob=min(confs))
+        a.explain("A softmax classifier has no 'none of these' answer: on such inputs it can only spread its "
+                  "probability over the classes it knows.")
     a.table("Top-5 predictions", ["image", "label", "top-1 (p)", "top-5", "top-1 right", "top-5 right"],
             [[_name(p["image"]), classes[p["label"]] if p.get("label") is not None else None,
               f"{p['top'][0]['class']} ({p['top'][0]['prob']:.3f})", ", ".join(t["class"] for t in p["top"][:5]),

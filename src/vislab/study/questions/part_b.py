@@ -168,9 +168,8 @@ def b8(ev: Evidence, a: Answer) -> None:
     if len(traj) > 1:
         a.say(f"Along the ascent the {res[0]['target_name']} probability goes {_along(traj)} steps "
               f"({_rise(traj)}).", **{f"p_{res[0]['target']}_at_{s}": p for s, p in traj})
-    a.say("How to read the images (an interpretation, not a measurement): they are not photos; they tend to repeat "
-          "parts the class score relies on (textures, legs, eyes) at many positions, because nothing in the "
-          "objective asks for one coherent object.")
+    a.explain("The images are not photos: they tend to repeat parts the class score relies on (textures, legs, "
+              "eyes) at many positions, because nothing in the objective asks for one coherent object.")
     a.show("snapshots along the ascent", ev.figure("classviz", "snapshots.png"))
 
 
@@ -227,9 +226,8 @@ def b9(ev: Evidence, a: Answer) -> None:
         a.say("L2 weight: the mean final probability is " + ", ".join(f"{p:.2f} at L2 {reg:g}"
                                                                          for reg, p in by_reg.items())
               + f": {verdict}.", **{f"p_final_l2_{reg:g}": p for reg, p in by_reg.items()})
-    a.say("What the grid shows (an explanation, not measured here): the L2 term pulls the image towards the mean "
-          "(grey), so stronger values give greyer, smoother images; a large learning rate paints harsher, "
-          "high-contrast patterns.")
+    a.explain("The L2 term pulls the image towards the mean (grey), so stronger values give greyer, smoother "
+              "images; a large learning rate paints harsher, high-contrast patterns (see the grid).")
     a.table(f"Target probability (class {sweep['target']}) by setting and iterations",
             ["lr", "L2"] + [f"{s} its" for s in steps], rows)
     a.show("sweep grid", ev.figure("classviz_sweep", "sweep.png"))
@@ -255,8 +253,8 @@ def b10(ev: Evidence, a: Answer) -> None:
         s = common[0]
         a.say(f"After {s} steps the photo's probability ({traj[s]:.2f}) is {_compare(traj[s], traj_noise[s])} "
               f"the noise start's ({traj_noise[s]:.2f}).", **{f"p_noise_at_{s}": traj_noise[s]})
-    a.say("The interest (an explanation, not measured here): the class's features are painted into a real scene, "
-          "which shows what would have to change for the network to change its mind (the idea behind DeepDream).")
+    a.explain("The interest: the class's features are painted into a real scene, which shows what would have to "
+              "change for the network to change its mind (the idea behind DeepDream).")
     a.show("from a photo", ev.figure("classviz_init", "snapshots.png"))
 
 
@@ -277,8 +275,8 @@ def b11(ev: Evidence, a: Answer) -> None:
         a.say(f"Over the {len(pairs)} classes visualised with both, the mean final probability is {mean1:.2f} for "
               f"{m1['model']} and {mean2:.2f} for {m2['model']} ({verdict}).",
               mean_p_first=mean1, mean_p_other=mean2)
-    a.say("Each image shows the features of that network for the class (an explanation, not measured here): "
-          "compare them side by side below.")
+    a.explain("Each image shows what that network's own features for the class look like: compare them side by "
+              "side below.")
     a.table("Final target probability per network", ["class", m1["model"], m2["model"]],
             [[r1_["target_name"], r1_["probability"], r2_["probability"]] for r1_, r2_ in pairs])
     for r in ("classviz", "classviz_other"):

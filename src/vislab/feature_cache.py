@@ -23,7 +23,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -172,11 +172,16 @@ class ExtractStats:
         return self.images / self.seconds if self.images and self.seconds > 0 else None
 
 
+ChunkSource = Callable[..., Iterator[tuple[int, dict[str, np.ndarray], np.ndarray]]]
+
+
 def extract_features(images: ImageList, extractor: FeatureExtractor, *, cache_root: str | Path,
-                     resize: str = "squash", batch_size: int = 32, workers: int = 1,
-                     desc: str = "features") -> tuple[dict[str, FeatureSet], ExtractStats]:
+                     resize: str = "squash", batch_size: int = 32, workers: int = 1, desc: str = "features",
+                     chunk_source: ChunkSource | None = None) -> tuple[dict[str, FeatureSet], ExtractStats]:
     """Features of every image of ``images`` at every layer of ``extractor``, from the cache where it
-    holds them; the chunks any layer lacks are extracted in one pass for all the layers lacking them."""
+    holds them; the chunks any layer lacks are extracted in one pass for all the layers lacking them,
+    by ``chunk_source`` (default :func:`extract_chunks`, in this process; it has that signature and
+    may yield the chunks in any order, e.g. :class:`vislab.feature_shards.RayChunks`)."""
     digest = images.digest()
     entries = {}
     for layer in extractor.layers:
@@ -193,8 +198,8 @@ def extract_features(images: ImageList, extractor: FeatureExtractor, *, cache_ro
                 e.reset(chunk)
                 loaded[layer] = {}
         missing = sorted(set().union(*(set(range(e.n_chunks)) - set(loaded[layer]) for layer, e in pending.items())))
-        for i, feats, valid in _extract_chunks(images, extractor, missing, chunk, resize=resize,
-                                               batch_size=batch_size, workers=workers, desc=desc):
+        for i, feats, valid in (chunk_source or extract_chunks)(images, extractor, missing, chunk, resize=resize,
+                                                                batch_size=batch_size, workers=workers, desc=desc):
             n_run += len(valid)
             for layer, e in pending.items():
                 if i not in loaded[layer]:
@@ -210,9 +215,9 @@ def extract_features(images: ImageList, extractor: FeatureExtractor, *, cache_ro
     return out, stats
 
 
-def _extract_chunks(images: ImageList, extractor: FeatureExtractor, chunks: Sequence[int], chunk: int, *,
-                    resize: str, batch_size: int, workers: int,
-                    desc: str) -> Iterator[tuple[int, dict[str, np.ndarray], np.ndarray]]:
+def extract_chunks(images: ImageList, extractor: FeatureExtractor, chunks: Sequence[int], chunk: int, *,
+                   resize: str, batch_size: int, workers: int,
+                   desc: str) -> Iterator[tuple[int, dict[str, np.ndarray], np.ndarray]]:
     """Run the images of ``chunks`` (sorted chunk indices) through the network; yield
     (chunk index, {layer: features}, valid) as each chunk fills.
 

@@ -41,3 +41,16 @@ class SampleOptions:
     resize: Literal["crop", "squash"] = option("crop", "fit images to the model: 'crop' = resize + centre crop, "
                                                        "'squash' = resize to a square; images already at the "
                                                        "model's input size are used as they are")
+
+
+@dataclasses.dataclass
+class ExecutorOptions:
+    """Where the work of study and transfer runs: this process, or the tasks of a Ray cluster."""
+
+    executor: Literal["local", "ray"] = option(
+        "local", "local: one after the other in this process; ray: in parallel as Ray tasks (pip install "
+                 "'vislab[ray]'), on the cluster at --address", resume_safe=True)
+    address: str | None = option(None, "Ray cluster to join (e.g. 10.0.0.1:6379 or ray://head:10001); default "
+                                       "$RAY_ADDRESS, else a local cluster sized to this machine", resume_safe=True)
+    cpus_per_task: int = option(1, "CPUs each Ray task asks for (its torch threads); a task also gets one GPU "
+                                   "when the cluster has GPUs", min=1, resume_safe=True)

@@ -24,9 +24,11 @@ from ..study.plan import placeholders, plan_runs, select_questions
 from ..study.profile import load_profile
 from ..study.questions import ORDER, QUESTIONS
 from ..study.runner import is_finished, run_all
+from .options import ExecutorOptions
+
 
 @dataclasses.dataclass
-class StudyConfig:
+class StudyConfig(ExecutorOptions):
     out: str = option("runs/study", "study folder: runs/ (one folder per run), report.html, report.md, answers.json; "
                                     "rerunning into the same folder reuses every finished run")
     profile: Literal["quick", "full"] = option("quick", "quick: offline, small sizes, minutes on a CPU; full: the "
@@ -74,6 +76,10 @@ def study(cfg: StudyConfig, profile_override: dict[str, Any] | None = None) -> i
     t0 = time.perf_counter()
     root = Path(cfg.out)
     _check_folder(root)
+    if cfg.executor == "ray":
+        from ..cluster import import_ray
+
+        import_ray()  # before any work: without Ray, say how to install it
     profile = load_profile(cfg.profile)
     if profile_override:
         from ..study.profile import merge
@@ -92,7 +98,7 @@ def study(cfg: StudyConfig, profile_override: dict[str, Any] | None = None) -> i
     if cfg.dry_run:
         return 0
     ensure_dir(root, where="--out")
-    outcomes = {o.key: o for o in run_all(unique, root, log=root / "study.log", resume=cfg.resume)}
+    outcomes = {o.key: o for o in _run(cfg, unique, root, data)}
     write_json(root / "study.json", {
         "profile": cfg.profile, "questions": ids, "seeds": seeds, "version": __version__,
         "data": data.sources, "substitutions": data.substitutions, "notes": _role_notes(profile, data),
@@ -103,6 +109,17 @@ def study(cfg: StudyConfig, profile_override: dict[str, Any] | None = None) -> i
     print(f"vislab study: {answered}/{total} questions answered in {time.perf_counter() - t0:.0f} s -> {page}",
           file=sys.stderr)
     return 0 if answered == total else 1
+
+
+def _run(cfg: StudyConfig, specs: list, root: Path, data) -> list:
+    log = root / "study.log"
+    if cfg.executor == "local" or all(is_finished(root / s.folder) for s in specs):
+        return run_all(specs, root, log=log, resume=cfg.resume)
+    from ..study.executors import run_all_on_ray
+
+    inputs = [p for v in data.values.values() if v is not None for p in (v if isinstance(v, list) else [v])]
+    return run_all_on_ray(specs, root, log=log, resume=cfg.resume, cpus_per_task=cfg.cpus_per_task,
+                          address=cfg.address, inputs=inputs)
 
 
 def _check_folder(root: Path) -> None:

@@ -8,6 +8,7 @@ One comparison table (stdout, ``variants.txt``, ``metrics.json["variants"]``) ho
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import time
@@ -29,12 +30,12 @@ from ..models.backbones import build_backbone
 from ..reporting import tables
 from ..reporting.figures import transfer as figures
 from ..runs import Run
-from .options import BackboneOptions
+from .options import BackboneOptions, ExecutorOptions
 from .transfer_training import finetune_variant, scratch_baseline, variant_name, variant_row
 
 
 @dataclasses.dataclass
-class TransferConfig(BackboneOptions, RunConfig):
+class TransferConfig(ExecutorOptions, BackboneOptions, RunConfig):
     data: str | None = option(None, "folder with train/<class>/ and test/<class>/ image sub-folders "
                                     "(15-Scene: `vislab data fetch 15scene` prints where it is)")
     models: list[str] = option([], "several backbones compared in one run (replaces --model)")
@@ -117,6 +118,10 @@ def _check(cfg: TransferConfig) -> None:
     if not cfg.data:
         raise UserError("--data DIR is required: a folder with train/<class>/ and test/<class>/ images "
                         "(get 15-Scene with `vislab data fetch 15scene`)")
+    if cfg.executor == "ray":
+        from ..cluster import import_ray
+
+        import_ray()  # before the run folder exists: without Ray, say how to install it
 
 
 def transfer(cfg: TransferConfig) -> int:
@@ -124,7 +129,8 @@ def transfer(cfg: TransferConfig) -> int:
     with Run("transfer", cfg, resume=cfg.resume) as run:
         train, test = load_image_folder(cfg.data)
         cache_root = Path(cfg.cache) if cfg.cache else cache_dir("features")
-        variants, extraction = _extract_all(cfg, run, train, test, cache_root)
+        with _chunk_source(cfg) as chunk_source:
+            variants, extraction = _extract_all(cfg, run, train, test, cache_root, chunk_source)
         bad = sorted({str(p) for v in variants for fs in v["sets"] for p in fs.bad_paths})
         if bad and not cfg.skip_bad:
             raise bad_image_error(bad)
@@ -163,7 +169,17 @@ def _summarise(run: Run, rows: list[dict], first_predictions: tuple, classes: li
                                    [r["test_accuracy"] for r in rows])
 
 
-def _extract_all(cfg: TransferConfig, run: Run, train: ImageList, test: ImageList, cache_root: Path):
+def _chunk_source(cfg: TransferConfig):
+    """Who extracts the feature cache's missing chunks: this process, or Ray tasks (``--executor ray``)."""
+    if cfg.executor == "local":
+        return contextlib.nullcontext(None)
+    from ..feature_shards import RayChunks
+
+    return RayChunks(cfg.address, cfg.cpus_per_task, inputs=[str(Path(cfg.data).absolute())])
+
+
+def _extract_all(cfg: TransferConfig, run: Run, train: ImageList, test: ImageList, cache_root: Path,
+                 chunk_source=None):
     variants, extraction = [], []
     for model in cfg.models or [cfg.model]:
         torch.manual_seed(cfg.seed)  # random init (--no-weights) depends on the seed only, not on order
@@ -177,7 +193,7 @@ def _extract_all(cfg: TransferConfig, run: Run, train: ImageList, test: ImageLis
             for split in (train, test):
                 feats, stats = extract_features(split, extractor, cache_root=cache_root, resize=resize,
                                                 batch_size=cfg.batch_size, workers=cfg.workers,
-                                                desc=f"{model} {split.split}")
+                                                desc=f"{model} {split.split}", chunk_source=chunk_source)
                 sets[split.split] = feats
                 extraction.append({"model": model, "resize": resize, "split": split.split, "layers": layers,
                                    "images": stats.images, "seconds": round(stats.seconds, 3),

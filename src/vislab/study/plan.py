@@ -18,14 +18,15 @@ from .. import __version__
 from ..config import COMMANDS, build_config, config_to_dict
 from ..errors import UserError
 
-_BOOKKEEPING = ("out", "overwrite", "resume")
+# where a run's output goes and how its work is executed: not part of what the run is
+_BOOKKEEPING = ("out", "overwrite", "resume", "executor", "address", "cpus_per_task")
 
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
     role: str
     command: str
-    options: dict[str, Any]  # resolved option values (no @placeholders), without out/overwrite/resume
+    options: dict[str, Any]  # resolved option values (no @placeholders), without the bookkeeping
     seed: int
 
     @functools.cached_property  # derived from the frozen fields; folder/key are read many times

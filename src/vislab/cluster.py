@@ -1,0 +1,116 @@
+"""Running vislab's work on a Ray cluster: joining it, the resources of a task, shared storage.
+
+Ray is optional (``pip install 'vislab[ray]'``) and imported only here, when ``--executor ray``
+asks for it. With no address (``--address`` or ``$RAY_ADDRESS``) :func:`ray_session` starts
+Ray's local cluster sized to this machine; with one, it joins the user's cluster (started by
+``ray start``, Slurm or KubeRay). Work goes to the workers as ordinary Ray tasks, so files the
+tasks read or write (the study folder, the data) must be on storage every node sees:
+:func:`check_shared_storage` checks it before anything runs.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from .errors import UserError
+
+INSTALL_HINT = "pip install 'vislab[ray]'"
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as e:
+        raise UserError(f"--executor ray needs Ray, which is not installed ({e}); install it with "
+                        f"{INSTALL_HINT}, or use --executor local") from e
+    return ray
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None) -> Iterator[Any]:
+    """Ray, connected: to ``address`` (else ``$RAY_ADDRESS``, else a new local cluster). A session
+    this opened is closed at the end; one already open (a test's, a notebook's) is used as it is."""
+    ray = import_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    local = {} if address else {"include_dashboard": False}  # joining: the cluster's own settings
+    try:  # the runs' own output goes to the study log; Ray's copy of it on our stderr would repeat it
+        ray.init(address=address, log_to_driver=False, **local)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise UserError(f"--address {address}: cannot join the Ray cluster ({e}); start one with "
+                        "`ray start --head` or leave --address and $RAY_ADDRESS unset for a local one") from e
+    print(f"ray: {_describe(ray.cluster_resources())}" + (f" at {address}" if address else " (local cluster)"),
+          file=sys.stderr)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _describe(resources: dict[str, float]) -> str:
+    gpus = int(resources.get("GPU", 0))
+    return f"{int(resources.get('CPU', 0))} CPUs" + (f", {gpus} GPUs" if gpus else "")
+
+
+def task_options(ray: Any, cpus: int, device: str = "auto") -> dict[str, Any]:
+    """Ray resources of one task: a GPU when the cluster has some and ``device`` allows CUDA, and
+    ``cpus`` CPUs; the worker's environment carries ``$VISLAB_CACHE`` (vislab's caches)."""
+    options: dict[str, Any] = {"num_cpus": cpus}
+    if device != "cpu" and ray.cluster_resources().get("GPU", 0) > 0:
+        options["num_gpus"] = 1
+    if os.environ.get("VISLAB_CACHE"):
+        options["runtime_env"] = {"env_vars": {"VISLAB_CACHE": os.environ["VISLAB_CACHE"]}}
+    return options
+
+
+# --- shared storage ---------------------------------------------------------------------------
+
+def _probe(marker: str | None, token: str, inputs: Sequence[str]) -> dict[str, Any]:
+    """On one node: does it read the marker the driver wrote (if any), and see every input path?"""
+    try:
+        seen = marker is None or Path(marker).read_text() == token
+    except OSError:
+        seen = False
+    return {"node": socket.gethostname(), "marker": seen, "missing": [p for p in inputs if not os.path.exists(p)]}
+
+
+def storage_problems(reports: Sequence[dict[str, Any]], folder: Path | None, option: str) -> str | None:
+    """One line saying which node does not see what, or None when every node sees everything."""
+    problems = []
+    for r in reports:
+        unseen = ([f"{folder} ({option})"] if folder is not None and not r["marker"] else []) + list(r["missing"])
+        if unseen:
+            problems.append(f"node {r['node']} cannot see {', '.join(unseen)}")
+    if not problems:
+        return None
+    return ("; ".join(problems) + ": every Ray node must see the same files -- put them on shared storage "
+            "(NFS, a parallel file system) mounted at the same path on every node")
+
+
+def check_shared_storage(ray: Any, folder: Path | None, inputs: Sequence[str] = (), option: str = "--out") -> None:
+    """Check that every alive node of the cluster reads a marker written into ``folder`` (when given)
+    and sees every path of ``inputs``; a :class:`UserError` naming the node and the path otherwise."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    token = uuid.uuid4().hex
+    marker = (folder / f".vislab-shared-{token}") if folder is not None else None
+    if marker is not None:
+        marker.write_text(token)
+    try:
+        probe = ray.remote(num_cpus=0)(_probe)
+        nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+        reports = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+                           .remote(marker and str(marker), token, [str(p) for p in inputs]) for node in nodes])
+    finally:
+        if marker is not None:
+            marker.unlink(missing_ok=True)
+    problem = storage_problems(reports, folder, option)
+    if problem:
+        raise UserError(problem)

@@ -128,7 +128,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     for f in dataclasses.fields(cls):
         if not f.metadata.get("cli", True):
             continue
-        tp, optional = _unwrap_optional(hints[f.name])
+        tp = _unwrap_optional(hints[f.name])[0]
         flags = ["--" + f.name.replace("_", "-")]
         if f.metadata.get("short"):
             flags.insert(0, f.metadata["short"])

@@ -17,10 +17,6 @@ from .download import cache_dir, download, safe_extract, sha256_file, tree_diges
 from .images import IMAGE_SUFFIXES
 
 SCENE_URL = "https://github.com/cdancette/deep-learning-polytech-tp6-7/raw/master/tp8/15ScenesData.zip"
-SCENE_CLASSES = (
-    "bedroom", "coast", "forest", "highway", "industrial", "insidecity", "kitchen", "livingroom",
-    "mountain", "office", "opencountry", "store", "street", "suburb", "tallbuilding",
-)
 # The course mirror publishes no digest of its zip (none found in public code either), and it
 # could not be downloaded where this was written, so the archive bytes are not pinned. The check is
 # on the extracted *content*, done in the temporary extraction folder before anything is moved into

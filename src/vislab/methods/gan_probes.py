@@ -46,10 +46,6 @@ class ClassHistogram:
     entropy: float        # H(shares) in nats; log K when uniform
     kl_to_uniform: float  # KL(shares || uniform) = log K - entropy, nats
 
-    def as_dict(self) -> dict:
-        """Plain values for metrics.json."""
-        return {**dataclasses.asdict(self), "counts": self.counts.tolist(), "shares": self.shares.tolist()}
-
 
 def class_histogram(predictions: torch.Tensor | np.ndarray, num_classes: int = 10) -> ClassHistogram:
     """Class histogram of ``predictions``: (N,) predicted classes, or (N, K) logits/probabilities

@@ -15,7 +15,10 @@ from torch import nn
 from vislab.cli import main
 from vislab.methods.fooling import fool, quantize_uint8
 from vislab.models.backbones import PixelModel
+from vislab.reporting.findings import findings_for
 from vislab.schemas import check_metrics
+from vislab.study.questions import QUESTIONS
+from vislab.study.questions.base import Answer, Evidence
 
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.5)
 D = 3 * 4 * 4
@@ -151,6 +154,71 @@ def test_cli_fool_metrics_contract(tmp_path):
         assert isinstance(r["iterations"], int) and 0 <= r["iterations"] <= 2
         assert isinstance(r["linf_255"], float) and r["linf_255"] == pytest.approx(r["linf"] * 255)
     assert m["success_rate"] == sum(r["success"] for r in m["results"]) / 2
+    assert m["attack"] == "naive" and not m.keys() & {"eps_255", "pgd_steps", "robustness"}  # the default
     assert (out / "fool_00_p0.png").is_file() and (out / "fooled" / "p1.png").is_file()
     assert main(["fool", "--images", str(folder), "--no-weights", "--target", "1000", "--out",
                  str(tmp_path / "bad")]) == 2
+
+
+def test_cli_budgeted_attacks_respect_eps_and_report_robustness(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(2):  # 224 x 224 8-bit photos: used as they are, so the saved images differ from them by whole levels
+        Image.fromarray(rng.integers(0, 255, (224, 224, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
+    common = ["fool", "--images", str(folder), "--no-weights", "--target", "6"]
+    pgd_out, fgsm_out = tmp_path / "pgd", tmp_path / "fgsm"
+    assert main(common + ["--attack", "pgd", "--eps", "4", "--pgd-steps", "2", "--pgd-alpha", "3",
+                          "--check-models", "efficientnet_lite1", "--jpeg-quality", "95", "--resize-scale", "0.5",
+                          "--out", str(pgd_out)]) == 0
+    m = check_metrics("fool", json.loads((pgd_out / "metrics.json").read_text()))
+    assert (m["attack"], m["eps_255"], m["pgd_steps"], m["pgd_alpha_255"]) == ("pgd", 4.0, 2, 3.0)
+    for r in m["results"]:  # the budget holds (float rounding aside), also for the saved 8-bit image
+        assert r["linf_255"] <= 4 + 1e-3 and r["linf_255_after_uint8"] <= 4 and r["iterations"] == 2
+    assert "by PGD within an L-infinity budget of 4/255" in findings_for("fool", m, {})[0]  # the run's summary
+    rob = m["robustness"]
+    assert rob["fooled_images"] == sum(r["success_after_uint8"] for r in m["results"])
+    assert set(rob["transfer"]) == {"efficientnet_lite1"} and (rob["jpeg_quality"], rob["resize_scale"]) == (95, 0.5)
+    assert main(common + ["--attack", "fgsm", "--eps", "2", "--out", str(fgsm_out)]) == 0
+    m = check_metrics("fool", json.loads((fgsm_out / "metrics.json").read_text()))
+    assert m["attack"] == "fgsm" and "pgd_steps" not in m and "robustness" not in m
+    for r in m["results"]:  # one step of exactly eps on every pixel with a gradient
+        assert r["linf_255"] == pytest.approx(2, abs=1e-3) and r["iterations"] == 1
+    # the study's questions read these keys (B5 from one run, B7 comparing the two)
+    evidence = Evidence(tmp_path, {"fool": ["fgsm"], "fool_pgd": ["pgd"]})
+    for qid in ("B5", "B7"):
+        a = Answer(qid, QUESTIONS[qid].text)
+        QUESTIONS[qid].answer(evidence, a)
+        assert a.sentences and a.numbers, qid
+    assert "PGD (L-inf budget 4/255, 2 steps of 3/255)" in a.text and a.tables[0].rows[1][0] == "pgd"
+    assert main(common + ["--check-models", "no_such_net", "--out", str(tmp_path / "bad")]) == 2
+    assert main(common + ["--jpeg-quality", "100", "--out", str(tmp_path / "bad")]) == 2
+
+
+class _BrightIsTarget(nn.Module):
+    """Class 1 when the mean pixel exceeds 0.5, else class 0 (or always class 0 with ``never``)."""
+
+    def __init__(self, never: bool = False):
+        super().__init__()
+        self.never = never
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = torch.full((len(x),), -1.0) if self.never else 40 * (x.mean(dim=(1, 2, 3)) - 0.5)
+        return torch.stack([torch.zeros_like(lead), lead], dim=1)
+
+
+def test_robustness_record_of_a_brightness_classifier():
+    from vislab.experiments.fool import robustness_record
+
+    # JPEG at high quality and a resize keep an image's mean brightness: a brightness classifier keeps its answer;
+    # a model that never says the target gives transfer 0; image 2 did not fool the source and is not counted
+    saved = torch.stack([torch.full((3, 32, 32), v) for v in (0.8, 0.9, 0.7)])
+    saved[:, :, ::2] -= 0.1  # some texture for JPEG to blur
+    models = {"bright": _BrightIsTarget(), "never": _BrightIsTarget(never=True)}
+    rec = robustness_record(saved, torch.tensor([True, True, False]), 1, models, checked=["never"], jpeg_quality=95,
+                            resize_scale=0.5, batch_size=2)
+    assert rec == {"fooled_images": 2, "transfer": {"never": 0.0}, "jpeg": 1.0, "jpeg_quality": 95, "resize": 1.0,
+                   "resize_scale": 0.5}
+    none = robustness_record(saved, torch.zeros(3, dtype=torch.bool), 1, models, checked=["never"], jpeg_quality=0,
+                             resize_scale=0, batch_size=2)
+    assert none["fooled_images"] == 0 and none["transfer"] == {"never": None} and none["jpeg"] is None

@@ -155,5 +155,7 @@ def test_cli_saliency_writes_maps_and_metrics(tmp_path):
     assert [r["class"] for r in m["results"]] == [6, 6] and m["num_images"] == 2
     assert [r["class_source"] for r in m["results"]] == ["target", "target"] and m["top1_accuracy"] is None
     assert (out / "saliency.png").stat().st_size > 0
+    # the optional measurements (tests/test_saliency_checks.py) are off by default
+    assert not m.keys() & {"deletion", "smoothgrad", "sanity", "localization"} and not (out / "deletion.png").exists()
     maps = torch.load(out / "saliency_maps.pt", weights_only=True)["maps"]
     assert maps.shape == (2, 224, 224) and (maps >= 0).all()

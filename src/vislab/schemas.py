@@ -186,6 +186,54 @@ SaliencyImage = TypedDict("SaliencyImage", {
 })
 
 
+DeletionImage = TypedDict("DeletionImage", {"image": str, "saliency_auc": float, "random_auc": float})
+
+
+class SaliencyDeletion(TypedDict):
+    """Deletion test (RISE): the class probability as a share k/steps of the pixels, most salient
+    first (or in a random order seeded by --seed), is replaced by the blurred image; AUCs are
+    trapezoids over the share removed, in [0, 1], means over the images."""
+    steps: int
+    baseline: Literal["blur"]
+    saliency_auc: float
+    random_auc: float
+    faithfulness: float  # random_auc - saliency_auc: > 0 when the maps beat a random order
+    per_image: list[DeletionImage]
+
+
+class SaliencySmoothGrad(TypedDict):
+    """Mean total variation of the maps scaled to max 1 (per pixel; 0 = constant map)."""
+    samples: int
+    sigma: float  # noise std as a share of the pixel range
+    tv_vanilla: float
+    tv_smooth: float
+
+
+class SaliencySanity(TypedDict):
+    """Spearman rank correlation between the trained network's maps and those of a copy with its
+    weight layers re-initialised (NaN, written null, where a map is constant)."""
+    randomized: str  # "all layers"
+    spearman_mean: float  # over the images with a finite correlation
+    spearman_per_image: list[float]
+
+
+LocalizedBox = TypedDict("LocalizedBox", {
+    "image": str,
+    "box": list[int],  # x0, y0, x1, y1 in pixels of the model's input, x1 and y1 exclusive
+    "area_fraction": float,  # box area / image area
+})
+
+
+class SaliencyLocalization(TypedDict):
+    """Box of the largest 8-connected region of each map (Gaussian-smoothed by smooth_sigma
+    pixels) >= threshold x its max."""
+    threshold: float
+    smooth_sigma: float
+    box_area_fraction_mean: float
+    boxes: list[LocalizedBox]
+    iou_mean: float | None  # None: no known boxes (the sample sets have labels only)
+
+
 class SaliencyMetrics(TypedDict):
     model: str
     space: Space
@@ -193,6 +241,10 @@ class SaliencyMetrics(TypedDict):
     seconds: float
     top1_accuracy: float | None  # None when no image has a label
     results: list[SaliencyImage]
+    deletion: NotRequired[SaliencyDeletion]  # with --deletion-steps
+    smoothgrad: NotRequired[SaliencySmoothGrad]  # with --smoothgrad-samples
+    sanity: NotRequired[SaliencySanity]  # with --sanity-check
+    localization: NotRequired[SaliencyLocalization]  # with --localize-threshold
 
 
 class FoolImage(TypedDict):
@@ -214,8 +266,26 @@ class FoolImage(TypedDict):
     linf_255_after_uint8: float
 
 
+class FoolRobustness(TypedDict):
+    """Do the fooled images, as saved (8-bit PNG), still say the target elsewhere (B6)? Rates are
+    shares of the ``fooled_images`` (those whose saved version fools the source model); null
+    when there are none or the check is off."""
+    fooled_images: int
+    transfer: dict[str, float | None]  # per --check-models backbone, shown the images as they are
+    jpeg: float | None  # the source model, after JPEG at jpeg_quality (0 = off)
+    jpeg_quality: int
+    resize: float | None  # the source model, after a resize by resize_scale and back (0 = off)
+    resize_scale: float
+
+
 class FoolMetrics(TypedDict):
     model: str
+    # naive = the course's ascent; fgsm / pgd: targeted, at an L-inf budget. Absent in runs made before
+    # --attack existed (naive), which `vislab report` still reads
+    attack: NotRequired[Literal["naive", "fgsm", "pgd"]]
+    eps_255: NotRequired[float]  # fgsm and pgd: the L-inf budget in 0-255 units
+    pgd_steps: NotRequired[int]  # pgd only
+    pgd_alpha_255: NotRequired[float]  # pgd only: the step size in 0-255 units
     target: int
     target_name: str
     learning_rate: float
@@ -235,6 +305,7 @@ class FoolMetrics(TypedDict):
     median_target_probability: float
     median_iterations_successful: float | None  # None when no image was fooled
     results: list[FoolImage]
+    robustness: NotRequired[FoolRobustness]  # with --check-models, --jpeg-quality or --resize-scale
 
 
 class ClassVizImage(TypedDict):

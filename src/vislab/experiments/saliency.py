@@ -15,6 +15,7 @@ from ..progress import progress
 from ..reporting.figures.visualize import saliency_figure
 from ..runs import Run
 from ..schemas import SaliencyImage, SaliencyMetrics, Space
+from .saliency_checks import deletion_check, localization_check, sanity_check, smoothgrad_check
 from .visualize import ImageSetConfig, batches, check_class, class_name, setup
 
 
@@ -24,6 +25,18 @@ class SaliencyConfig(ImageSetConfig):
                                       "(default: each image's true label when known, else its predicted class)",
                                 min=0)
     space: Space = option("normalized", "gradient w.r.t. the normalised image (course) or w.r.t. the [0,1] pixels")
+    deletion_steps: int = option(0, "deletion test (B1) in K steps: the class probability as the most salient "
+                                    "pixels are blurred away first vs in a random order (0 = off)", min=0, max=1000)
+    smoothgrad_samples: int = option(0, "also compute SmoothGrad maps from N noisy copies and compare their "
+                                        "noise (total variation) with the plain maps (0 = off)", min=0, max=1000)
+    smoothgrad_sigma: float = option(0.15, "SmoothGrad's noise std as a share of the pixel range (paper: 0.1-0.2)",
+                                     min=0, max=1)
+    sanity_check: bool = option(False, "also compute the maps of a copy with every weight layer re-initialised "
+                                       "and their rank correlation with the trained network's (Adebayo et al.)")
+    localize_threshold: float = option(0.0, "box around the largest region of each map above THRESHOLD x its max "
+                                            "(e.g. 0.5; 0 = off)", min=0, max=1)
+    localize_sigma: float = option(4.0, "Gaussian smoothing (pixels) of each map before --localize-threshold: "
+                                        "a raw gradient map is speckled, its peaks single pixels", min=0, max=100)
 
 
 def register(subparsers) -> None:
@@ -71,5 +84,28 @@ def saliency(cfg: SaliencyConfig) -> int:
         run.metrics.update(metrics)
         torch_save({"maps": maps_t, "classes": classes_t, "names": samples.names}, run.path("saliency_maps.pt"))
         saliency_figure(x, maps_t, results, run.path("saliency.png"))
+        run.metrics.update(_checks(cfg, run, model, x, maps_t, classes_t, samples.names))
         print(f"saliency: {len(results)} images in {seconds:.2f} s -> {run.dir}")
     return 0
+
+
+def _checks(cfg: SaliencyConfig, run: Run, model, x: torch.Tensor, maps: torch.Tensor, classes: torch.Tensor,
+            names: list[str]) -> dict:
+    """The metrics of the optional measurements of the maps (each also writes its figure)."""
+    common = {"batch_size": cfg.batch_size, "device": run.device}
+    out = {}
+    if cfg.deletion_steps:
+        out["deletion"] = deletion_check(model, x, maps, classes, names, steps=cfg.deletion_steps, seed=cfg.seed,
+                                         figure=run.path("deletion.png"), **common)
+    if cfg.smoothgrad_samples:
+        out["smoothgrad"] = smoothgrad_check(model, x, maps, classes, names, samples=cfg.smoothgrad_samples,
+                                             sigma=cfg.smoothgrad_sigma, seed=cfg.seed, space=cfg.space,
+                                             figure=run.path("smoothgrad.png"), **common)
+    if cfg.sanity_check:
+        out["sanity"] = sanity_check(model, x, maps, classes, names, seed=cfg.seed, space=cfg.space,
+                                     figure=run.path("sanity.png"), **common)
+    if cfg.localize_threshold:
+        out["localization"] = localization_check(x, maps, names, threshold=cfg.localize_threshold,
+                                                 smooth_sigma=cfg.localize_sigma,
+                                                 figure=run.path("boxes.png"))
+    return out

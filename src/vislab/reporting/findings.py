@@ -67,17 +67,23 @@ def _saliency(m: SaliencyMetrics, cfg: dict[str, Any]) -> list[str]:
 
 @finding("fool")
 def _fool(m: FoolMetrics, cfg: dict[str, Any]) -> list[str]:
+    attack = m.get("attack", "naive")
+    how = (f"within {m['max_iterations']} steps" if attack == "naive" else
+           f"by {attack.upper()} within an L-infinity budget of {m['eps_255']:g}/255")
     return [
         f"{100 * m['success_rate']:.0f}% of {m['num_images']} images were pushed to "
-        f"'{m['target_name']}' ({m['target']}) within {m['max_iterations']} steps "
+        f"'{m['target_name']}' ({m['target']}) {how} "
         f"(median {m['median_iterations']} steps, at most {m['max_iterations_taken']}); "
         f"{100 * m['success_after_uint8_rate']:.0f}% still fool once saved as 8-bit PNG.",
         f"Median perturbation: L-infinity {m['median_linf_255']:.1f}/255, L2 {m['median_l2_255']:.0f}/255 "
         f"-- barely visible (see the x10 difference images), with median target probability "
         f"{m['median_target_probability']:.2f}.",
         "In practice: a classifier's decision can be changed by an imperceptible change, so its outputs "
-        "cannot be trusted against an adversary. This naive method needs the gradient (white box) and stops "
-        "just across the boundary; stronger attacks (PGD, C&W) and defences (adversarial training) go further.",
+        "cannot be trusted against an adversary. " + (
+            "This naive method needs the gradient (white box) and stops just across the boundary; stronger "
+            "attacks (PGD, C&W) and defences (adversarial training) go further." if attack == "naive" else
+            f"{attack.upper()} needs the gradient (white box) and uses its whole budget; defences such as "
+            "adversarial training aim to make such a budget insufficient."),
     ]
 
 

@@ -30,6 +30,59 @@ def saliency_figure(images: torch.Tensor, maps: torch.Tensor, results: Sequence[
     return save_figure(fig, path)
 
 
+def deletion_figure(fractions: torch.Tensor, saliency_curve: torch.Tensor, random_curve: torch.Tensor,
+                    path: str | Path) -> Path:
+    """Mean deletion curves (class probability vs share of pixels removed): saliency order vs
+    random order; ``*_curve`` (N, K+1) per image, ``fractions`` (K+1,)."""
+    fig, ax = plt.subplots(figsize=(4.5, 3.4))
+    for curve, label in ((saliency_curve, "most salient first"), (random_curve, "random order")):
+        mean = curve.float().mean(dim=0)
+        ax.plot(fractions.numpy(), mean.numpy(), marker=".",
+                label=f"{label} (AUC {float(torch.trapezoid(mean, fractions)):.3f})")
+    ax.set_xlabel("share of pixels removed")
+    ax.set_ylabel(f"class probability (mean of {len(saliency_curve)})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def map_columns_figure(images: torch.Tensor, columns: Sequence[tuple[str, torch.Tensor]], names: Sequence[str],
+                       path: str | Path) -> Path:
+    """One row per image (N, 3, H, W): the image, then one map (N, H, W) per ``(title, maps)`` column
+    (e.g. vanilla vs SmoothGrad, trained vs randomised network)."""
+    rows, cols = len(names), 1 + len(columns)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.4 * rows), squeeze=False)
+    for r, name in enumerate(names):
+        axes[r, 0].imshow(to_hwc(images[r]))
+        axes[r, 0].set_title(name[:24], fontsize=7)
+        for c, (title, maps) in enumerate(columns, start=1):
+            axes[r, c].imshow(maps[r].float().numpy(), cmap="hot")
+            axes[r, c].set_title(title, fontsize=7)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def boxes_figure(images: torch.Tensor, boxes: Sequence[Sequence[int]], names: Sequence[str], path: str | Path,
+                 cols: int = 5) -> Path:
+    """Each image (N, 3, H, W) with its box (x0, y0, x1, y1), x1 and y1 exclusive, drawn on it."""
+    from matplotlib.patches import Rectangle
+
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.5 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (name, (x0, y0, x1, y1)) in enumerate(zip(names, boxes)):
+        ax = axes[i // cols, i % cols]
+        ax.imshow(to_hwc(images[i]))
+        # pixel i covers [i - 0.5, i + 0.5] in imshow's coordinates
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="lime", linewidth=1.5))
+        ax.set_title(name[:24], fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def fooling_figure(original: torch.Tensor, fooled: torch.Tensor, result: FoolImage, target_name: str,
                    path: str | Path) -> Path:
     """Original, fooled image, their difference and the difference x10, side by side."""

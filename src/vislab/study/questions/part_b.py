@@ -16,14 +16,18 @@ def _need(m: dict, key: str, option: str) -> dict:
 def b1(ev: Evidence, a: Answer) -> None:
     m = ev.metrics("saliency")
     d = _need(m, "deletion", "--deletion-steps")
-    a.say(f"The maps (|d score / d pixel|, max over colour channels) of {m['num_images']} photos light up the "
-          f"object more than the background.", images=m["num_images"])
-    verdict = ("faithful: removing the most salient pixels first destroys the class score faster than removing "
-               "random ones" if d["faithfulness"] > 0 else
-               "not faithful here: removing the most salient pixels first hurts the score no more than random ones")
-    a.say(f"Deletion test: the area under the class-probability curve is {d['saliency_auc']:.3f} in saliency "
-          f"order vs {d['random_auc']:.3f} in random order, so the maps are {verdict}.",
-          saliency_auc=d["saliency_auc"], random_auc=d["random_auc"], faithfulness=d["faithfulness"])
+    a.say(f"The figure shows the maps (|d score / d pixel|, max over colour channels) of {m['num_images']} photos: "
+          f"a bright pixel is one whose small change would move the class score most.", images=m["num_images"])
+    better = sum(r["saliency_auc"] < r["random_auc"] for r in d["per_image"])
+    verdict = ("faithful on average: removing the most salient pixels first destroys the class probability faster "
+               "than removing random ones" if d["faithfulness"] > 0 else
+               "not faithful on average here: removing the most salient pixels first lowers the class probability "
+               "no faster than removing random ones")
+    a.say(f"Deletion test ({d['steps']} steps, removed pixels replaced by a blurred copy): the area under the "
+          f"class-probability curve is {d['saliency_auc']:.3f} in saliency order vs {d['random_auc']:.3f} in random "
+          f"order (better than random for {better} of {len(d['per_image'])} photos), so the maps are {verdict}.",
+          saliency_auc=d["saliency_auc"], random_auc=d["random_auc"], faithfulness=d["faithfulness"],
+          images_better_than_random=better)
     for name, title in (("saliency.png", "saliency maps"), ("deletion.png", "deletion curves")):
         a.show(title, ev.figure("saliency", name))
 
@@ -32,18 +36,25 @@ def b1(ev: Evidence, a: Answer) -> None:
 def b2(ev: Evidence, a: Answer) -> None:
     m = ev.metrics("saliency")
     sg, sanity = _need(m, "smoothgrad", "--smoothgrad-samples"), _need(m, "sanity", "--sanity-check")
-    ratio = sg["tv_vanilla"] / max(sg["tv_smooth"], 1e-12)
-    a.say(f"Noise: the plain gradient is speckled; averaging it over {sg['samples']} noisy copies (SmoothGrad) "
-          f"lowers the maps' total variation {ratio:.1f}-fold ({sg['tv_vanilla']:.3g} -> {sg['tv_smooth']:.3g}).",
+    change = (f"lowers their total variation {sg['tv_vanilla'] / max(sg['tv_smooth'], 1e-12):.1f}-fold"
+              if sg["tv_smooth"] < sg["tv_vanilla"] else "does not lower their total variation here")
+    a.say(f"Noise: averaging the gradient over {sg['samples']} noisy copies (SmoothGrad, noise {sg['sigma']:g} of "
+          f"the pixel range) {change} ({sg['tv_vanilla']:.3g} -> {sg['tv_smooth']:.3g}, maps scaled to max 1).",
           tv_vanilla=sg["tv_vanilla"], tv_smooth=sg["tv_smooth"])
+    if sg["tv_smooth"] >= sg["tv_vanilla"]:
+        a.say("A likely reason: the measure scales each map to its own maximum, so a plain map dominated by a few "
+              "very bright pixels scores low even where it looks speckled; compare the maps in the figure.")
     rho = sanity["spearman_mean"]
-    verdict = ("the maps depend on what the network learnt" if rho < 0.5 else
-               "much of the map survives without the learnt weights: it partly shows the image's edges, "
-               "not the model's reasons")
-    a.say(f"Sanity check (weights randomised, {sanity['randomized']}): the rank correlation between the maps of "
-          f"the trained and the randomised network is {rho:.2f}, so {verdict}.", sanity_spearman=rho)
-    a.say("A gradient is also local: it says which pixels would change the score most, not which evidence the "
-          "network used, and it misses interactions between pixels.")
+    if rho is None:
+        a.notes.append("The sanity check's maps were constant, so no rank correlation could be measured.")
+    else:
+        verdict = ("the maps depend on what the network learnt" if rho < 0.5 else
+                   "much of the map survives without the learnt weights: it partly shows the image's edges, "
+                   "not the model's reasons")
+        a.say(f"Sanity check (weights randomised: {sanity['randomized']}): the Spearman rank correlation between the "
+              f"maps of the trained and the randomised network is {rho:.2f}, so {verdict}.", sanity_spearman=rho)
+    a.say("In principle a gradient is also local: it says which pixels would change the score most, not which "
+          "evidence the network used, and it misses interactions between pixels.")
     for name, title in (("smoothgrad.png", "vanilla vs SmoothGrad"), ("sanity.png", "trained vs randomised")):
         a.show(title, ev.figure("saliency", name))
 
@@ -51,84 +62,124 @@ def b2(ev: Evidence, a: Answer) -> None:
 @question("B3", "Can the technique serve another purpose?", ("saliency",))
 def b3(ev: Evidence, a: Answer) -> None:
     loc = _need(ev.metrics("saliency"), "localization", "--localize-threshold")
-    a.say(f"Weakly supervised localisation: thresholding each map at {loc['threshold']:g} of its maximum and "
-          f"keeping the largest connected region gives a box covering {pct(loc['box_area_fraction_mean'])} of "
-          f"the image on average, from a classifier that never saw a box.",
+    a.say(f"Weakly supervised localisation: smoothing each map ({loc['smooth_sigma']:g} px), thresholding it at "
+          f"{loc['threshold']:g} of its maximum and keeping the largest connected region gives a box covering "
+          f"{pct(loc['box_area_fraction_mean'])} of the image on average, from a classifier trained without boxes.",
           box_area_fraction=loc["box_area_fraction_mean"])
     if loc.get("iou_mean") is not None:
         a.say(f"Against the known boxes, the mean IoU is {loc['iou_mean']:.2f}.", iou=loc["iou_mean"])
     else:
-        a.notes.append("The sample photos have no ground-truth boxes, so no IoU is measured.")
+        a.notes.append("The sample photos have no ground-truth boxes, so no IoU is measured: judge the boxes in the "
+                       "figure.")
     a.show("boxes from the thresholded maps", ev.figure("saliency", "boxes.png"))
 
 
 @question("B4", "Another network: compare.", ("saliency", "saliency_other"))
 def b4(ev: Evidence, a: Answer) -> None:
-    import torch
+    import math
 
     from ...io import torch_load
     from ...methods.saliency_eval import rank_correlation
 
-    maps = [torch_load(ev.study_dir / ev.folders[r][0] / "saliency_maps.pt") for r in ("saliency", "saliency_other")]
-    first, other = (x["maps"] if isinstance(x, dict) else x for x in maps)
-    if first.shape != other.shape:
-        other = torch.nn.functional.interpolate(other.unsqueeze(1).float(), size=first.shape[-2:],
-                                                mode="bilinear", align_corners=False).squeeze(1)
-    rhos = [rank_correlation(x, y) for x, y in zip(first, other)]
+    first, other = (torch_load(ev.study_dir / ev.folders[r][0] / "saliency_maps.pt")["maps"]
+                    for r in ("saliency", "saliency_other"))
+    rhos = [float(r) for r in rank_correlation(first, other) if math.isfinite(r)]  # resizes other to first's size
+    if not rhos:
+        raise Unanswerable("every map of one of the two runs is constant: no rank correlation to compare")
     mean = sum(rhos) / len(rhos)
     m1, m2 = ev.metrics("saliency"), ev.metrics("saliency_other")
     verdict = "largely agree" if mean > 0.5 else "agree only loosely" if mean > 0.2 else "disagree"
     a.say(f"The maps of {m1['model']} and {m2['model']} on the same {len(rhos)} photos {verdict}: mean Spearman "
-          f"rank correlation {mean:.2f} (range {min(rhos):.2f}-{max(rhos):.2f}); top-1 accuracy "
-          f"{m1['top1_accuracy']:.2f} vs {m2['top1_accuracy']:.2f}.", spearman_mean=mean,
-          top1_first=m1["top1_accuracy"], top1_other=m2["top1_accuracy"])
+          f"rank correlation {mean:.2f} (range {min(rhos):.2f} to {max(rhos):.2f}).", spearman_mean=mean)
+    if m1["top1_accuracy"] is not None and m2["top1_accuracy"] is not None:
+        a.say(f"Top-1 accuracy on these photos: {m1['top1_accuracy']:.2f} vs {m2['top1_accuracy']:.2f}.",
+              top1_first=m1["top1_accuracy"], top1_other=m2["top1_accuracy"])
     for r in ("saliency", "saliency_other"):
         a.show(f"maps of {ev.metrics(r)['model']}", ev.figure(r, "saliency.png"))
+
+
+# an L-inf change of 8/255 is the budget the adversarial literature commonly treats as imperceptible
+IMPERCEPTIBLE_LINF_255 = 8
+
+
+def _attack(m: dict) -> str:
+    return m.get("attack", "naive")  # runs made before --attack existed: naive
+
+
+def _attack_name(m: dict) -> str:
+    if _attack(m) == "naive":
+        return "the naive gradient ascent"
+    budget = f"{m['attack'].upper()} (L-inf budget {m['eps_255']:g}/255"
+    return budget + (f", {m['pgd_steps']} steps of {m['pgd_alpha_255']:g}/255)" if m["attack"] == "pgd" else ")")
 
 
 @question("B5", "Show and interpret fooling images.", ("fool",))
 def b5(ev: Evidence, a: Answer) -> None:
     m = ev.metrics("fool")
-    a.say(f"Gradient ascent on the '{m['target_name']}' score turned {pct(m['success_rate'])} of {m['num_images']} "
-          f"photos into '{m['target_name']}' for the network ({pct(m['success_after_uint8_rate'])} still after saving "
-          f"as 8-bit images), in a median of {m['median_iterations']:g} steps.", success_rate=m["success_rate"],
-          success_after_uint8=m["success_after_uint8_rate"], median_iterations=m["median_iterations"])
-    a.say(f"The changes are invisible: median L-inf {m['median_linf_255']:.1f}/255 and L2 {m['median_l2_255']:.0f} "
-          f"(0-255 units), with a median target confidence of {m['median_target_probability']:.2f}.",
-          median_linf_255=m["median_linf_255"], median_l2_255=m["median_l2_255"],
-          median_target_probability=m["median_target_probability"])
+    a.say(f"{_attack_name(m).capitalize()} on the '{m['target_name']}' score turned {pct(m['success_rate'])} of "
+          f"{m['num_images']} photos into '{m['target_name']}' for the network ({pct(m['success_after_uint8_rate'])} "
+          f"still after saving as 8-bit images), in a median of {m['median_iterations']:g} steps.",
+          success_rate=m["success_rate"], success_after_uint8=m["success_after_uint8_rate"],
+          median_iterations=m["median_iterations"])
+    size = (f"below the {IMPERCEPTIBLE_LINF_255}/255 usually taken as invisible"
+            if m["median_linf_255"] <= IMPERCEPTIBLE_LINF_255 else
+            f"above the {IMPERCEPTIBLE_LINF_255}/255 usually taken as invisible: compare the images in the figures")
+    a.say(f"The changes are small: median L-inf {m['median_linf_255']:.1f}/255 ({size}) and L2 "
+          f"{m['median_l2_255']:.0f} (0-255 units), with a median target confidence of "
+          f"{m['median_target_probability']:.2f}.", median_linf_255=m["median_linf_255"],
+          median_l2_255=m["median_l2_255"], median_target_probability=m["median_target_probability"])
     a.figures += [Figure("original, fooled, difference, x10", f) for f in ev.figures("fool", "fool_*.png")[:2]]
 
 
 @question("B6", "Practical consequences for CNNs.", ("fool",))
 def b6(ev: Evidence, a: Answer) -> None:
-    rob = _need(ev.metrics("fool"), "robustness", "--check-models / --jpeg-quality / --resize-scale")
+    m = ev.metrics("fool")
+    rob = _need(m, "robustness", "--check-models / --jpeg-quality / --resize-scale")
+    if not rob["fooled_images"]:
+        raise Unanswerable("no saved image fooled the network, so there is nothing to check for robustness")
+    a.say(f"Of the {rob['fooled_images']} images whose saved 8-bit version fools {m['model']}:",
+          fooled_images=rob["fooled_images"])
     for model, rate in rob["transfer"].items():
-        a.say(f"Only {pct(rate)} of the fooled images also fool {model}: this naive attack transfers "
-              f"{'poorly' if rate < 0.3 else 'often'}.", **{f"transfer_{model}": rate})
-    if rob.get("jpeg") is not None:
-        a.say(f"After JPEG compression at quality {rob['jpeg_quality']}, {pct(rob['jpeg'])} still fool the network; "
-              f"after a resize by {rob['resize_scale']:g} and back, {pct(rob['resize'])}.",
-              jpeg=rob["jpeg"], resize=rob["resize"])
-    a.say("So a deployed CNN can be steered by changes no person sees, and anyone with the weights can do it; "
-          "mild preprocessing removes some of these minimal perturbations, not all.")
+        a.say(f"{pct(rate)} also fool {model} ({_attack_name(m)} transfers {'poorly' if rate < 0.3 else 'often'});",
+              **{f"transfer_{model}": rate})
+    survived = [(f"JPEG compression at quality {rob['jpeg_quality']}", rob["jpeg"], "jpeg"),
+                (f"a resize by {rob['resize_scale']:g} and back", rob["resize"], "resize")]
+    for what, rate, key in survived:
+        if rate is not None:
+            a.say(f"{pct(rate)} still fool it after {what}.", **{key: rate})
+    rates = [rate for _, rate, _ in survived if rate is not None]
+    if rates:
+        a.say("So mild preprocessing " + ("undoes most of these perturbations" if max(rates) < 0.5 else
+                                          "leaves many of these perturbations working") + " in this measurement.")
+    a.say("The consequence: anyone with the weights can steer a deployed CNN with changes a person barely sees "
+          "(B5); whether they work elsewhere depends on the transfer and preprocessing rates above.")
 
 
 @question("B7", "Limits of this naive method; alternatives.", ("fool", "fool_pgd"))
 def b7(ev: Evidence, a: Answer) -> None:
-    naive, pgd = ev.metrics("fool"), ev.metrics("fool_pgd")
+    naive, budgeted = ev.metrics("fool"), ev.metrics("fool_pgd")
     a.say(f"The naive method stops as soon as the class flips, with no bound on the change: success "
-          f"{pct(naive['success_rate'])}, median L-inf {naive['median_linf_255']:.1f}/255. PGD ({pgd['attack']}) at a "
-          f"fixed budget: success {pct(pgd['success_rate'])}, median L-inf {pgd['median_linf_255']:.1f}/255, "
-          f"{pgd['median_iterations']:g} steps.", naive_success=naive["success_rate"], pgd_success=pgd["success_rate"],
-          naive_linf=naive["median_linf_255"], pgd_linf=pgd["median_linf_255"])
-    t_naive, t_pgd = naive.get("robustness", {}).get("transfer", {}), pgd.get("robustness", {}).get("transfer", {})
-    for model in t_naive.keys() & t_pgd.keys():
-        a.say(f"Transfer to {model}: {pct(t_naive[model])} naive vs {pct(t_pgd[model])} PGD.",
-              **{f"naive_transfer_{model}": t_naive[model], f"pgd_transfer_{model}": t_pgd[model]})
+          f"{pct(naive['success_rate'])}, median L-inf {naive['median_linf_255']:.1f}/255. {_attack_name(budgeted)}: "
+          f"success {pct(budgeted['success_rate'])}, median L-inf {budgeted['median_linf_255']:.1f}/255, "
+          f"{budgeted['median_iterations']:g} steps.", naive_success=naive["success_rate"],
+          pgd_success=budgeted["success_rate"], naive_linf=naive["median_linf_255"],
+          pgd_linf=budgeted["median_linf_255"])
+    smaller = budgeted["median_linf_255"] <= naive["median_linf_255"]
+    as_often = budgeted["success_rate"] >= naive["success_rate"]
+    a.say(f"The budgeted attack fools {'as many or more' if as_often else 'fewer'} images with a "
+          f"{'smaller or equal' if smaller else 'larger'} largest pixel change, and with a median target confidence "
+          f"of {budgeted['median_target_probability']:.2f} vs {naive['median_target_probability']:.2f}.",
+          naive_confidence=naive["median_target_probability"], pgd_confidence=budgeted["median_target_probability"])
+    t_naive, t_pgd = naive.get("robustness", {}).get("transfer", {}), budgeted.get("robustness", {}).get("transfer", {})
+    for model in sorted(t_naive.keys() & t_pgd.keys()):
+        if t_naive[model] is not None and t_pgd[model] is not None:
+            a.say(f"Transfer to {model}: {pct(t_naive[model])} naive vs {pct(t_pgd[model])} {_attack(budgeted)}.",
+                  **{f"naive_transfer_{model}": t_naive[model], f"pgd_transfer_{model}": t_pgd[model]})
+    a.say("Other alternatives, not measured here: minimal-perturbation attacks (DeepFool, Carlini-Wagner), "
+          "universal perturbations and physical patches.")
     a.table("Attacks", ["attack", "success", "median L-inf /255", "median L2 (0-255)", "median steps"],
-            [[m["attack"] if "attack" in m else "naive", m["success_rate"], m["median_linf_255"], m["median_l2_255"],
-              m["median_iterations"]] for m in (naive, pgd)])
+            [[_attack(m), m["success_rate"], m["median_linf_255"], m["median_l2_255"], m["median_iterations"]]
+             for m in (naive, budgeted)])
 
 
 def _probabilities(results: list[dict]) -> str:

@@ -16,8 +16,9 @@ def _need(m: dict, key: str, option: str) -> dict:
 def b1(ev: Evidence, a: Answer) -> None:
     m = ev.metrics("saliency")
     d = _need(m, "deletion", "--deletion-steps")
-    a.say(f"The figure shows the maps (|d score / d pixel|, max over colour channels) of {m['num_images']} photos: "
-          f"a bright pixel is one whose small change would move the class score most.", images=m["num_images"])
+    a.say(f"The figure shows the maps (|d score / d pixel|, max over colour channels) of {m['num_images']} photos.",
+          images=m["num_images"])
+    a.explain("A bright pixel is one whose small change would move the class score most.")
     better = sum(r["saliency_auc"] < r["random_auc"] for r in d["per_image"])
     verdict = ("faithful on average: removing the most salient pixels first destroys the class probability faster "
                "than removing random ones" if d["faithfulness"] > 0 else
@@ -42,7 +43,7 @@ def b2(ev: Evidence, a: Answer) -> None:
           f"the pixel range) {change} ({sg['tv_vanilla']:.3g} -> {sg['tv_smooth']:.3g}, maps scaled to max 1).",
           tv_vanilla=sg["tv_vanilla"], tv_smooth=sg["tv_smooth"])
     if sg["tv_smooth"] >= sg["tv_vanilla"]:
-        a.say("A likely reason: the measure scales each map to its own maximum, so a plain map dominated by a few "
+        a.explain("A likely reason: the measure scales each map to its own maximum, so a plain map dominated by a few "
               "very bright pixels scores low even where it looks speckled; compare the maps in the figure.")
     rho = sanity["spearman_mean"]
     if rho is None:
@@ -53,8 +54,8 @@ def b2(ev: Evidence, a: Answer) -> None:
                    "not the model's reasons")
         a.say(f"Sanity check (weights randomised: {sanity['randomized']}): the Spearman rank correlation between the "
               f"maps of the trained and the randomised network is {rho:.2f}, so {verdict}.", sanity_spearman=rho)
-    a.say("In principle a gradient is also local: it says which pixels would change the score most, not which "
-          "evidence the network used, and it misses interactions between pixels.")
+    a.explain("A gradient is also local: it says which pixels would change the score most, not which evidence the "
+              "network used, and it misses interactions between pixels.")
     for name, title in (("smoothgrad.png", "vanilla vs SmoothGrad"), ("sanity.png", "trained vs randomised")):
         a.show(title, ev.figure("saliency", name))
 
@@ -151,16 +152,17 @@ def b6(ev: Evidence, a: Answer) -> None:
     if rates:
         a.say("So mild preprocessing " + ("undoes most of these perturbations" if max(rates) < 0.5 else
                                           "leaves many of these perturbations working") + " in this measurement.")
-    a.say("The consequence: anyone with the weights can steer a deployed CNN with changes a person barely sees "
-          "(B5); whether they work elsewhere depends on the transfer and preprocessing rates above.")
+    a.explain("The consequence: anyone with the weights can steer a deployed CNN with changes a person barely sees "
+              "(B5); whether the changes work elsewhere depends on the transfer and preprocessing rates above.")
 
 
 @question("B7", "Limits of this naive method; alternatives.", ("fool", "fool_pgd"))
 def b7(ev: Evidence, a: Answer) -> None:
     naive, budgeted = ev.metrics("fool"), ev.metrics("fool_pgd")
-    a.say(f"The naive method stops as soon as the class flips, with no bound on the change: success "
-          f"{pct(naive['success_rate'])}, median L-inf {naive['median_linf_255']:.1f}/255. {_attack_name(budgeted)}: "
-          f"success {pct(budgeted['success_rate'])}, median L-inf {budgeted['median_linf_255']:.1f}/255, "
+    a.explain("The naive method stops as soon as the class flips, with no bound on the change; a budgeted attack "
+              "(FGSM, PGD) fixes the largest pixel change in advance and may use all of it.")
+    a.say(f"Naive: success {pct(naive['success_rate'])}, median L-inf {naive['median_linf_255']:.1f}/255. "
+          f"{_attack_name(budgeted)}: success {pct(budgeted['success_rate'])}, median L-inf {budgeted['median_linf_255']:.1f}/255, "
           f"{budgeted['median_iterations']:g} steps.", naive_success=naive["success_rate"],
           pgd_success=budgeted["success_rate"], naive_linf=naive["median_linf_255"],
           pgd_linf=budgeted["median_linf_255"])
@@ -175,8 +177,8 @@ def b7(ev: Evidence, a: Answer) -> None:
         if t_naive[model] is not None and t_pgd[model] is not None:
             a.say(f"Transfer to {model}: {pct(t_naive[model])} naive vs {pct(t_pgd[model])} {_attack(budgeted)}.",
                   **{f"naive_transfer_{model}": t_naive[model], f"pgd_transfer_{model}": t_pgd[model]})
-    a.say("Other alternatives, not measured here: minimal-perturbation attacks (DeepFool, Carlini-Wagner), "
-          "universal perturbations and physical patches.")
+    a.explain("Other alternatives: minimal-perturbation attacks (DeepFool, Carlini-Wagner), universal "
+              "perturbations and physical patches.")
     a.table("Attacks", ["attack", "success", "median L-inf /255", "median L2 (0-255)", "median steps"],
             [[_attack(m), m["success_rate"], m["median_linf_255"], m["median_l2_255"], m["median_iterations"]]
              for m in (naive, budgeted)])

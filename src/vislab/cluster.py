@@ -95,7 +95,7 @@ def storage_problems(reports: Sequence[dict[str, Any]], folder: Path | None, opt
 
 
 def check_shared_storage(ray: Any, folder: Path | None, inputs: Sequence[str] = (), option: str = "--out") -> None:
-    """Check that every alive node of the cluster reads a marker written into ``folder`` (when given)
+    """Check that every alive node of the cluster that runs tasks reads a marker written into ``folder`` (when given)
     and sees every path of ``inputs``; a :class:`UserError` naming the node and the path otherwise."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -105,7 +105,8 @@ def check_shared_storage(ray: Any, folder: Path | None, inputs: Sequence[str] = 
         marker.write_text(token)
     try:
         probe = ray.remote(num_cpus=0)(_probe)
-        nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+        # the nodes that run tasks (a head started with --num-cpus 0 runs none)
+        nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
         reports = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
                            .remote(marker and str(marker), token, [str(p) for p in inputs]) for node in nodes])
     finally:

@@ -28,7 +28,7 @@ from .options import ExecutorOptions
 
 
 @dataclasses.dataclass
-class StudyConfig(ExecutorOptions):
+class _StudyOptions:
     out: str = option("runs/study", "study folder: runs/ (one folder per run), report.html, report.md, answers.json; "
                                     "rerunning into the same folder reuses every finished run")
     profile: Literal["quick", "full"] = option("quick", "quick: offline, small sizes, minutes on a CPU; full: the "
@@ -44,6 +44,11 @@ class StudyConfig(ExecutorOptions):
     backgrounds: str | None = option(None, "MNIST-M background photos (default: BSDS500 if fetched, else bundled)")
     download: bool = option(True, "try downloading MNIST / 15-Scene when they are not found locally")
     device: Literal["auto", "cpu", "cuda"] = option("auto", "device of every run")
+
+
+@dataclasses.dataclass
+class StudyConfig(ExecutorOptions, _StudyOptions):
+    """The study's options, then where its runs are executed (listed last in --help)."""
 
 
 def register(subparsers) -> None:

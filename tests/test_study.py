@@ -6,6 +6,7 @@ import json
 import os
 import shlex
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,25 @@ def test_background_sentences_are_kept_apart_from_the_measured_answer(tmp_path):
     assert "*Background (not measured in this study):* The features must also be domain-invariant." in md
     html = (tmp_path / "report.html").read_text()
     assert html.index("DANN ends 0.4") < html.index("Background (not measured") < html.index("domain-invariant")
+
+
+def test_a_run_inside_the_study_logs_line_by_line_and_draws_its_bars_on_the_terminal(tmp_path, monkeypatch):
+    import io
+
+    from vislab.progress import progress
+    from vislab.study import runner
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    log = tmp_path / "study.log"
+    with runner._redirect(log):
+        print("epoch 1/3: source 0.9")  # a run's own output: in the log at once, before the run ends
+        assert log.read_text() == "epoch 1/3: source 0.9\n"
+        for _ in progress(range(3), desc="epoch 2/3"):
+            pass
+    assert "epoch 2/3" in terminal.getvalue() and "epoch 2/3" not in log.read_text()
+    assert sys.stderr is terminal  # restored

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import UserError
+from ..progress import bars_to
 from ..runs import PARTIAL_SUFFIX
 from ..training import Paused
 from .plan import RunSpec, command
@@ -91,12 +92,15 @@ def run_all(specs: Iterable[RunSpec], study_dir: Path, log: Path | None = None,
 
 @contextlib.contextmanager
 def _redirect(log: Path | None):
-    """Send a run's own stdout/stderr to the study log (the study prints one line per run)."""
+    """Send a run's own stdout/stderr to the study log, line by line (``tail -f`` follows a long run);
+    its progress bars stay on the terminal."""
     if log is None:
         yield
         return
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a", encoding="utf-8") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+    terminal = sys.stderr
+    with open(log, "a", encoding="utf-8", buffering=1) as fh, bars_to(terminal), \
+            contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
         yield
 
 

@@ -54,7 +54,8 @@ def test_b1_b2_words_follow_the_measurements(tmp_path):
                 "sanity": {"randomized": "all layers", "spearman_mean": rho, "spearman_per_image": [rho]}}
 
     good = answer("B1", tmp_path, {"saliency": saliency(0.3, 0.05, 0.1)})
-    assert "faithful on average" in good.text and "not faithful" not in good.text
+    assert "maps are faithful" in good.text and "not faithful" not in good.text
+    assert "hardly better than a random order" in answer("B1", tmp_path, {"saliency": saliency(0.01, 0.05, 0.1)}).text
     assert "better than random for 1 of 1" in good.text and good.numbers["faithfulness"] == 0.3
     assert "not faithful" in answer("B1", tmp_path, {"saliency": saliency(-0.1, 0.05, 0.1)}).text
     b2 = answer("B2", tmp_path, {"saliency": saliency(0.3, 0.05, 0.1)})

@@ -50,6 +50,7 @@ def test_run_key_is_the_resolved_config():
     assert a.key == same.key and a.folder == same.folder and a.folder.startswith("runs/inspect-")
     assert RunSpec("r", "inspect", {"model": "vgg16", "weights": "none"}, 1).key != a.key
     assert RunSpec("r", "inspect", {"model": "vgg16", "weights": "none", "top_k": 3}, 0).key != a.key
+    assert RunSpec("r", "gan compare", {}, 0).folder.startswith("runs/gan-compare-")  # no space in a folder
 
 
 def test_the_command_line_of_a_run_parses_to_the_same_config():

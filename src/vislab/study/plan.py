@@ -43,8 +43,8 @@ class RunSpec:
 
     @property
     def folder(self) -> str:
-        """The run folder, relative to the study folder."""
-        return f"runs/{self.command}-{self.key[:12]}"
+        """The run folder, relative to the study folder (no spaces: ``gan compare`` -> ``gan-compare-...``)."""
+        return f"runs/{self.command.replace(' ', '-')}-{self.key[:12]}"
 
     def command_line(self, study_dir: str = "OUT") -> str:
         """The shell command that makes this run by hand."""

@@ -141,3 +141,67 @@ def test_sharded_extraction_equals_local_and_fills_the_same_cache(ray_cluster, t
     again, stats = FC.extract_features(images, extractor, cache_root=tmp_path / "ray", batch_size=2, workers=0)
     assert stats.cache_hit and stats.images == 0  # a later local run reads the cache the Ray tasks filled
     assert np.array_equal(again["pooled"].features, local["pooled"].features)
+
+
+# --- the scheduler's order, on a stand-in for Ray -------------------------------------------
+
+class _Ref:  # a stand-in for an ObjectRef (hashable by identity)
+    def __init__(self, spec):
+        self.spec = spec
+
+
+class _FakeRay:
+    """Just what the scheduler calls: tasks end in submission order; ``fail`` names roles whose
+    worker dies."""
+
+    class exceptions:
+        RayError = RuntimeError
+
+    def __init__(self, fail=()):
+        self.events, self.fail = [], set(fail)
+
+    def remote(self, _fn):
+        fake = self
+
+        class Task:
+            def options(self, **_):
+                return self
+
+            def remote(self, spec, *_):
+                fake.events.append(f"start {spec.role}")
+                return _Ref(spec)
+
+        return Task()
+
+    def cluster_resources(self):
+        return {"CPU": 2.0}
+
+    def wait(self, refs, num_returns):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        from vislab.study.runner import Outcome
+
+        spec = ref.spec
+        self.events.append(f"end {spec.role}")
+        if spec.role in self.fail:
+            raise RuntimeError("worker died (killed for memory)\nmore lines")
+        return Outcome(spec.role, spec.key, spec.folder, "done", seconds=1.0)
+
+
+def test_runs_sharing_a_cache_wait_for_the_first_of_their_command(tmp_path, capsys):
+    from vislab.study.executors import _Scheduler
+    from vislab.study.plan import RunSpec
+
+    specs = [RunSpec("dann", "adapt", {"mode": ["dann"]}, 0), RunSpec("pl", "adapt", {"mode": ["dann+pl"]}, 0),
+             RunSpec("viz", "classviz", {"target": [1]}, 0), RunSpec("viz2", "classviz", {"target": [2]}, 0)]
+    ray = _FakeRay(fail={"pl"})
+    outcomes = _Scheduler(ray, specs, tmp_path, tmp_path / "study.log", True, 1).run()
+    # classviz fills no shared cache: both start at once; the second adapt run waits for the first
+    assert ray.events[:3] == ["start dann", "start viz", "start viz2"]
+    assert ray.events.index("start pl") > ray.events.index("end dann")
+    assert [o.role for o in outcomes] == ["dann", "pl", "viz", "viz2"]  # in the plan's order
+    assert outcomes[1].status == "failed" and outcomes[1].error == "the Ray task failed: worker died (killed for memory)"
+    assert "vislab adapt" in outcomes[1].command
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("vislab study: [")]
+    assert len(lines) == 4 and lines[-1].startswith("vislab study: [4/4] pl (adapt, seed 0) failed")

@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-from . import __version__
+from . import __version__, distributed
 from .allocator import retain_freed_memory
 from .errors import UserError
 from .training import Paused
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     retain_freed_memory()  # training steps reuse their activations' memory (see vislab.allocator)
     try:
+        distributed.init_from_env()  # one of several processes under torchrun; nothing otherwise
         return int(args.handler(args) or 0)
     except UserError as e:  # anything else is a bug and keeps its traceback (vislab.errors)
         print(f"vislab {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"vislab {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ def bars_to(stream: IO[str]) -> Iterator[None]:
 def progress(iterable: Iterable[T] | None = None, *, desc: str = "", total: int | None = None,
              unit: str = "it", leave: bool = False, **kwargs) -> "tqdm[T]":
     """A tqdm bar on stderr (or the stream of :func:`bars_to`), hidden when that is not a terminal (logs,
-    CI) -- ``disable=None``."""
-    return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave, disable=None, dynamic_ncols=True,
-                file=_bar_stream or sys.stderr, **kwargs)
+    CI) -- ``disable=None`` -- and on all but the first of several processes (torchrun)."""
+    from .distributed import is_main
+
+    return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave, disable=None if is_main() else True,
+                dynamic_ncols=True, file=_bar_stream or sys.stderr, **kwargs)

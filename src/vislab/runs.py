@@ -31,11 +31,12 @@ import random
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, distributed
 from .config import check_same_options, config_to_dict, resume_identity
 from .errors import MalformedRunError, UserError
 from .io import ensure_dir, output_error, save_figure, write_json, writing
@@ -152,15 +153,11 @@ class Run:
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> "Run":
-        discard = self._check_folders()  # every refusal happens before anything on disk changes
-        if discard:
-            print(f"vislab: discarding the incomplete run left in {self.dir}", file=sys.stderr)
-            shutil.rmtree(self.dir)
-        elif self.dir.exists():
-            self.resumed = True
-        elif self.resume:
-            print(f"vislab: nothing to resume in {self.dir}; starting a new run", file=sys.stderr)
-        ensure_dir(self.dir, where="--out")
+        # Under torchrun rank 0 alone owns the run folder: it checks and opens it, and the other ranks
+        # write into a scratch folder of their own that goes at the end (they compute the same things).
+        self.resumed = distributed.on_main(self._open)
+        if not distributed.is_main():
+            self.dir = Path(tempfile.mkdtemp(prefix=f"vislab-rank{distributed.rank()}-"))
         seed_everything(self.seed)
         self._t0 = time.perf_counter()
         self._started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -170,6 +167,20 @@ class Run:
             self._failed(e)
             raise
         return self
+
+    def _open(self) -> bool:
+        """Check and create the folder; return whether it continues an incomplete run."""
+        discard = self._check_folders()  # every refusal happens before anything on disk changes
+        resumed = False
+        if discard:
+            print(f"vislab: discarding the incomplete run left in {self.dir}", file=sys.stderr)
+            shutil.rmtree(self.dir)
+        elif self.dir.exists():
+            resumed = True
+        elif self.resume:
+            print(f"vislab: nothing to resume in {self.dir}; starting a new run", file=sys.stderr)
+        ensure_dir(self.dir, where="--out")
+        return resumed
 
     def _check_folders(self) -> bool:
         """Refuse what must not be replaced (:class:`UserError`); return whether the incomplete run
@@ -221,6 +232,9 @@ class Run:
         """Clean up after ``exc``; re-raise it as an :class:`OutputError` if it is a write failure the user can fix."""
         if self.dir == self.final_dir:  # already renamed: the run is complete, keep it
             return
+        if not distributed.is_main():  # a scratch folder (rank 0 keeps the run's checkpoint)
+            shutil.rmtree(self.dir, ignore_errors=True)
+            return
         # A folder with a checkpoint can be continued with --resume; anything else is useless
         # and would only be mistaken for results, so it goes.
         if not _has_checkpoint(self.dir):
@@ -239,6 +253,9 @@ class Run:
 
         if self.experiment in SCHEMAS:  # the one place every metrics.json is checked against its schema
             check_metrics(self.experiment, self.metrics)
+        if not distributed.is_main():
+            shutil.rmtree(self.dir, ignore_errors=True)
+            return self.final_dir
         write_json(self.dir / "metrics.json", self.metrics)
         write_json(self.dir / "manifest.json", self.manifest())
         with writing(self.final_dir, "--out"):
@@ -282,4 +299,5 @@ class Run:
             "started": self._started,
             "wall_seconds": round(time.perf_counter() - self._t0, 3),
             "resumed": self.resumed,
+            "world_size": distributed.world_size(),  # processes that trained together (torchrun)
         }

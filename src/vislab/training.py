@@ -6,7 +6,8 @@ progress bar, timing, the random generators of data order and noise, the non-fin
 pausing on a time or step limit, and an atomic checkpoint that records the options a ``--resume``
 must share. The step itself is the algorithm's ``update(batch)``, the data comes from the
 experiment's :class:`EpochData`, the evaluation from its ``evaluate`` hook, so the loop never knows
-which algorithm it runs. It is the place where multi-process (DDP) training is to be added.
+which algorithm it runs. Under ``torchrun`` the same loop trains one model on several processes
+(:mod:`vislab.distributed`: each rank's slice of every batch, gradients and statistics combined).
 
 A checkpoint is written at every epoch end and when a limit pauses the run mid-epoch; it holds the
 epoch's drawn order and the generators' states, so a resumed run continues bit for bit.
@@ -22,6 +23,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
+from . import distributed
 from .config import check_same_options
 from .errors import UserError
 from .io import load_checkpoint, torch_save
@@ -119,39 +121,48 @@ def fit(algorithm: Trainable, data: EpochData, plan: Plan, *,
     ``finite``: stats whose names start with one of these must stay finite (a UserError names the
     step otherwise). ``extras``: other objects with ``state()`` / ``load_state()`` to checkpoint.
     ``max_minutes`` / ``stop_after_steps`` (0 = none): write the checkpoint and raise :class:`Paused`.
+
+    Under torchrun (:func:`vislab.distributed.init_from_env`) every rank calls ``fit`` alike: each
+    trains on its slice of every batch, the stats passed to ``on_step`` / ``evaluate`` are the global
+    batch's, every hook runs on every rank, and only rank 0 writes the checkpoint (and reads it).
     """
     extras = extras or {}
+    ranks = distributed.replicas(algorithm)  # the single process, or this rank of several (torchrun)
     state = _LoopState()
-    if resume and checkpoint is not None:
-        saved = checkpoint.load()
-        if saved is not None:
-            state = _restore(saved, algorithm, rngs, extras)
-            print(f"{desc}: " + (f"resuming at epoch {state.epoch + 1}/{plan.epochs}, step {state.step_in_epoch}"
-                                 if state.epoch < plan.epochs else "already trained; using the checkpoint"),
-                  file=sys.stderr)
+    saved = ranks.load(checkpoint.load) if resume and checkpoint is not None else None
+    if saved is not None:
+        state = _restore(saved, algorithm, rngs, extras)
+    if saved is not None and ranks.is_main:
+        print(f"{desc}: " + (f"resuming at epoch {state.epoch + 1}/{plan.epochs}, step {state.step_in_epoch}"
+                             if state.epoch < plan.epochs else "already trained; using the checkpoint"),
+              file=sys.stderr)
+    checkpoint = checkpoint if ranks.is_main else None  # rank 0 writes, the others follow it
     resumed_from = state.steps
     t_session = time.perf_counter()
-    bar = progress(total=plan.epochs * plan.steps_per_epoch, initial=state.steps, desc=desc, unit="step")
-    try:
+    total = plan.epochs * plan.steps_per_epoch
+    with progress(total=total, initial=state.steps, desc=desc, unit="step") as bar, ranks.averaging_gradients():
         while state.epoch < plan.epochs:
             t_epoch = time.perf_counter()
             if state.step_in_epoch == 0:
+                ranks.sync_buffers()
                 if before_epoch is not None:
                     before_epoch(state.epoch)
                 state.order, state.sums, state.epoch_train_seconds = data.order(rngs), {}, 0.0
             while state.step_in_epoch < plan.steps_per_epoch:
                 t0 = time.perf_counter()
-                stats = algorithm.update(data.batch(state.order, state.step_in_epoch, rngs))
+                stats = ranks.combine(algorithm.update(ranks.local(data.batch(state.order, state.step_in_epoch,
+                                                                              rngs))))
                 dt = time.perf_counter() - t0
                 state.advance(stats, dt)
                 _check_finite(stats, finite, state, desc)
                 bar.update(1)
                 if on_step is not None:
                     on_step(state.steps, stats)
-                if _limit_reached(state, t_session, max_minutes, stop_after_steps, plan):
+                if ranks.any(_limit_reached(state, t_session, max_minutes, stop_after_steps, plan)):
                     _save(checkpoint, state, algorithm, rngs, extras)
                     raise Paused(f"{desc}: stopped after {state.steps} steps as asked; continue with the same "
                                  f"command and --resume" + (f" (checkpoint: {checkpoint.path})" if checkpoint else ""))
+            ranks.sync_buffers()  # the evaluation and the checkpoint see rank 0's BatchNorm statistics
             means = {k: v / plan.steps_per_epoch for k, v in state.sums.items()}
             row = (evaluate(state.epoch, means, state.epoch_train_seconds) if evaluate is not None
                    else {**means, "train_seconds": state.epoch_train_seconds})
@@ -159,8 +170,6 @@ def fit(algorithm: Trainable, data: EpochData, plan: Plan, *,
                                   "seconds": round(time.perf_counter() - t_epoch, 2)})
             state.epoch, state.step_in_epoch, state.order = state.epoch + 1, 0, None
             _save(checkpoint, state, algorithm, rngs, extras)
-    finally:
-        bar.close()
     return FitResult(state.history, state.steps, state.train_seconds, resumed_from)
 
 

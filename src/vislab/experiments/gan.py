@@ -26,6 +26,7 @@ from typing import Any, Literal
 import torch
 
 from ..config import COMMANDS, RunConfig, add_command, config_from_args, option, resume_identity
+from ..distributed import sync_batchnorm
 from ..errors import UserError
 from ..runs import Run
 
@@ -72,6 +73,7 @@ class GanConfig(RunConfig):
     fid_every: int = option(0, "measure FID of --curve-samples generated images every N batches (0 = off)", min=0)
     curve_samples: int = option(1000, "generated and test images per point of the FID curve (--fid-every)",
                                 min=2, max=10000)
+    sync_bn: bool = option(False, "torchrun: BatchNorm statistics over every process's slice (SyncBatchNorm, CUDA)")
     stop_after_batches: int = option(0, "stop after this many batches in total, keeping a checkpoint for "
                                         "--resume (0 = train to the end)", min=0, resume_safe=True)
 
@@ -107,6 +109,8 @@ def train_gan(cfg: GanConfig, run: Run, digits, make_curve=None):
     g, d = build_gan(cfg.model, nz=cfg.nz, ngf=cfg.ngf, ndf=cfg.ndf, image_size=cfg.image_size, init=cfg.init)
     if not cfg.d_sees_label:  # the cDCGAN's G with the unconditional D (no y branch)
         d = build_gan("dcgan", nz=cfg.nz, ngf=cfg.ngf, ndf=cfg.ndf, image_size=cfg.image_size, init=cfg.init)[1]
+    if cfg.sync_bn:
+        g, d = sync_batchnorm(g, d, device=run.device)
     # channels_last: oneDNN's fast convolution layout (also on GPUs with tensor cores)
     g, d = (net.to(run.device, memory_format=torch.channels_last) for net in (g, d))
     gan = GAN(g, d, lr_g=cfg.lr_g, lr_d=cfg.lr_d, betas=(cfg.beta1, cfg.beta2), g_loss=cfg.g_loss,
@@ -237,7 +241,7 @@ def run_train(cfg: GanConfig) -> int:
             run.metrics["fid_curve"] = fid_curve
         # kept until now so that a failed evaluation resumes without training again;
         # generator.pt is what sample / interpolate need
-        run.path(CHECKPOINT).unlink()
+        run.path(CHECKPOINT).unlink(missing_ok=True)  # only rank 0 writes one under torchrun
         print(_summary(run.metrics))
     return 0
 
@@ -250,10 +254,7 @@ def _summary(m: dict[str, Any]) -> str:
     return "vislab gan: " + ", ".join(parts)
 
 
-# ----------------------------------------------------------------------------------------------
-# CLI
-
-
+# -- CLI ---------------------------------------------------------------------------------------
 def _refuse_training_options(cfg_cls: type, run):
     """Handler of an action. `vislab gan` both trains (its options) and has actions, so argparse
     accepts training options written before the action's name (``vislab gan --epochs 3 sample``)

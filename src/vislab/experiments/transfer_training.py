@@ -106,7 +106,7 @@ def train_on_images(cfg: TransferConfig, run: Run, net: torch.nn.Module, optimiz
     def evaluate(epoch: int, means: dict, train_seconds: float) -> dict:
         test_accuracy, y_true, y_pred = trainers.evaluate(net, test_loader, run.device, dtype)
         predictions["test"] = (y_true, y_pred)
-        return {**trainer.curves.take(), "test_accuracy": test_accuracy}
+        return {**trainers.epoch_curves(trainer), "test_accuracy": test_accuracy}
 
     result = fit(trainer, data, Plan(epochs, data.steps_per_epoch), rngs=_rngs(cfg.seed, run.device),
                  checkpoint=Checkpoint(run.path(f"checkpoint-{name}.pt"), resume_identity(cfg)),

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import distributed
 from ..models.backbones import Backbone
 from ..models.taps import LayerTap
 from ..precision import autocast
@@ -52,6 +53,13 @@ class EpochCurves:
 
     def load_state(self, state: dict) -> None:
         self.loss_sum, self.correct, self.n = state["loss_sum"], state["correct"], state["n"]
+
+
+def epoch_curves(trainer: "ClassifierTrainer") -> dict[str, float]:
+    """The trainer's :meth:`EpochCurves.take`, over every process's images under torchrun (each
+    process counts its own slice of the batches)."""
+    trainer.curves.load_state(distributed.all_sum(trainer.curves.state()))
+    return trainer.curves.take()
 
 
 def as_curves(history: list[dict]) -> dict[str, list[float]]:
@@ -131,7 +139,7 @@ def train_linear_head(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarr
     @torch.no_grad()
     def evaluate(epoch: int, means: dict, train_seconds: float) -> dict:
         test_acc = float((head.model(Xte).argmax(1) == yte).float().mean()) if len(Xte) else float("nan")
-        return {**head.curves.take(), "test_accuracy": test_acc}
+        return {**epoch_curves(head), "test_accuracy": test_acc}
 
     result = fit(head, data, Plan(epochs, data.steps_per_epoch), rngs={"order": g}, evaluate=evaluate,
                  desc="linear head")

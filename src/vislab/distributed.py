@@ -16,6 +16,10 @@ Inside :func:`vislab.training.fit`, a :class:`Replicas` keeps the ranks one trai
   (the non-finite check and the history agree), and a time limit pauses every rank at the same step;
 - rank 0 loads the checkpoint and sends it to the others; only rank 0 writes (see :class:`vislab.runs.Run`).
 
+This is exact (up to float rounding) for losses that average over the batch's rows. A loss that
+averages over a data-dependent subset of them (``dann+pl``'s pseudo-label loss: the labelled target
+rows) is averaged over each rank's subset, then weighted by the rank's share of the rows.
+
 BatchNorm layers normalise each rank's slice with that slice's statistics, so with BatchNorm in
 training mode N ranks do not train exactly what one process does (``vislab gan --sync-bn`` makes
 them share the statistics, on GPUs); their running statistics are rank 0's (as with DDP's
@@ -145,7 +149,13 @@ class Replicas:
 
 def replicas(algorithm: Any) -> Replicas:
     """The ranks of the current process group training ``algorithm``, or the single process."""
-    return DataParallel(modules_of(algorithm)) if world_size() > 1 else Replicas()
+    if world_size() == 1:
+        return Replicas()
+    modules = modules_of(algorithm)
+    if not any(p.requires_grad for m in modules for p in m.parameters()):  # each rank would train its own
+        raise TypeError(f"{type(algorithm).__name__}: no trainable parameters among its nn.Module attributes, "
+                        "so the ranks' gradients cannot be combined")
+    return DataParallel(modules)
 
 
 class DataParallel(Replicas):

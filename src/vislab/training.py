@@ -158,7 +158,8 @@ def fit(algorithm: Trainable, data: EpochData, plan: Plan, *,
                 bar.update(1)
                 if on_step is not None:
                     on_step(state.steps, stats)
-                if ranks.any(_limit_reached(state, t_session, max_minutes, stop_after_steps, plan)):
+                if (max_minutes or stop_after_steps) and ranks.any(
+                        _limit_reached(state, t_session, max_minutes, stop_after_steps, plan)):
                     _save(checkpoint, state, algorithm, rngs, extras)
                     raise Paused(f"{desc}: stopped after {state.steps} steps as asked; continue with the same "
                                  f"command and --resume" + (f" (checkpoint: {checkpoint.path})" if checkpoint else ""))

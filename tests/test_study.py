@@ -138,7 +138,7 @@ def test_report_is_light_and_organised_by_question(study_env):
     for qid in ("A1", "B8"):
         assert f'id="{qid}"' in html and f"### {qid}." in md
     assert "data:image" not in html  # figures are files beside the page, not inlined
-    thumbs = list((out / "figures").glob("*.png"))
+    thumbs = [p for p in (out / "figures").iterdir() if p.suffix in (".png", ".jpg")]
     assert thumbs and all(t.stat().st_size < 400_000 for t in thumbs)
     assert sum(p.stat().st_size for p in out.glob("report.*")) < 200_000
 
@@ -223,3 +223,44 @@ def test_a_run_inside_the_study_logs_line_by_line_and_draws_its_bars_on_the_term
             pass
     assert "epoch 2/3" in terminal.getvalue() and "epoch 2/3" not in log.read_text()
     assert sys.stderr is terminal  # restored
+
+
+def test_the_substitute_transfer_task_is_made_in_a_fresh_cache(tmp_path, monkeypatch):
+    import types
+
+    import torch
+
+    from vislab.study.data import _digit_folder
+
+    monkeypatch.setenv("VISLAB_CACHE", str(tmp_path / "fresh"))
+    labels = torch.arange(60) % 10  # 6 images of each digit
+    images = (torch.arange(60, dtype=torch.uint8)[:, None, None] * 4).expand(60, 28, 28).contiguous()
+    split = types.SimpleNamespace(images=images, labels=labels)
+    folder = _digit_folder(types.SimpleNamespace(train=split, test=split), (4, 2))
+    assert sorted(p.name for p in folder.iterdir()) == ["test", "train"]
+    assert [len(list((folder / "train" / str(c)).glob("*.png"))) for c in range(10)] == [4] * 10
+    assert [len(list((folder / "test" / str(c)).glob("*.png"))) for c in range(10)] == [2] * 10
+    assert _digit_folder(None, (4, 2)) == folder  # made once: a second study reuses it
+
+
+def test_thumbnails_are_png_for_plots_and_jpeg_for_noisy_images(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from vislab.reporting.study_report import PNG_MAX_BYTES, THUMB_WIDTH, thumbnail
+
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    flat = np.full((600, 1500, 3), 255, np.uint8)
+    flat[290:310] = 0  # a plot-like figure: a few flat colours
+    noise = np.random.default_rng(0).integers(0, 256, (600, 1500, 3), dtype=np.uint8)
+    Image.fromarray(flat).save(run / "plot.png")
+    Image.fromarray(noise).save(run / "maps.png")
+    plot, maps = thumbnail(tmp_path, "runs/r/plot.png"), thumbnail(tmp_path, "runs/r/maps.png")
+    assert plot.endswith(".png") and maps.endswith(".jpg")
+    assert (tmp_path / maps).stat().st_size < (tmp_path / "runs/r/maps.png").stat().st_size
+    for thumb in (plot, maps):
+        with Image.open(tmp_path / thumb) as im:
+            assert im.size == (THUMB_WIDTH, 288)
+    assert (tmp_path / plot).stat().st_size <= PNG_MAX_BYTES
+    assert thumbnail(tmp_path, "runs/r/maps.png") == maps  # made once

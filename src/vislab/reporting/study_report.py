@@ -9,10 +9,11 @@ thumbnail in ``figures/`` linking to the full-size PNG in its run folder, so the
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_path, write_json, write_text
+from ..io import write_bytes, write_json, write_text
 
 PARTS = {
     "A": "Part A: an ImageNet CNN, and transfer learning",
@@ -21,6 +22,7 @@ PARTS = {
     "D": "Part D: GANs on MNIST",
 }
 THUMB_WIDTH = 720
+PNG_MAX_BYTES = 120_000  # a thumbnail larger than this as PNG is written as JPEG
 
 # Headline numbers of the summary table: (measure, question, number recorded by its answer, reference).
 SUMMARY = (
@@ -65,14 +67,24 @@ def thumbnail(study_dir: Path, rel: str) -> str:
 
     src = study_dir / rel
     digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
-    out = study_dir / "figures" / f"{Path(rel).stem[:40]}-{digest}.png"
-    if not out.is_file():
-        with Image.open(src) as im:
-            im = im.convert("RGB") if im.mode not in ("RGB", "L") else im.copy()
-            if im.width > THUMB_WIDTH:
-                im = im.resize((THUMB_WIDTH, round(im.height * THUMB_WIDTH / im.width)), Image.LANCZOS)
-            with atomic_path(out) as tmp:
-                im.save(tmp, format="PNG", optimize=True)
+    stem = study_dir / "figures" / f"{Path(rel).stem[:40]}-{digest}"
+    made = [p for p in (stem.with_suffix(".png"), stem.with_suffix(".jpg")) if p.is_file()]
+    if made:
+        return str(made[0].relative_to(study_dir))
+    with Image.open(src) as im:
+        im = im.convert("RGB") if im.mode not in ("RGB", "L") else im.copy()
+    if im.width > THUMB_WIDTH:
+        im = im.resize((THUMB_WIDTH, round(im.height * THUMB_WIDTH / im.width)), Image.LANCZOS)
+    png = io.BytesIO()
+    im.save(png, format="PNG", optimize=True)
+    # plots compress well as PNG; photo-like figures (noisy saliency maps, images) do not: JPEG for those
+    if png.tell() <= PNG_MAX_BYTES:
+        out, data = stem.with_suffix(".png"), png.getvalue()
+    else:
+        jpg = io.BytesIO()
+        im.save(jpg, format="JPEG", quality=85, optimize=True)
+        out, data = stem.with_suffix(".jpg"), jpg.getvalue()
+    write_bytes(out, data)
     return str(out.relative_to(study_dir))
 
 

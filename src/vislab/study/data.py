@@ -120,9 +120,10 @@ def _digit_folder(digits, per_class: tuple[int, int]) -> Path:
             (tmp / split / str(c)).mkdir(parents=True)
             for j, i in enumerate(np.flatnonzero(labels == c)[:n]):
                 Image.fromarray(ds.images[i].numpy()).save(tmp / split / str(c) / f"{j:04d}.png")
-    if folder.exists():  # a concurrent study made it meanwhile
+    if (folder / "test").is_dir():  # a concurrent study made it meanwhile
         shutil.rmtree(tmp)
     else:
+        folder.rmdir()  # the empty folder cache_dir() made: only a complete tree is renamed into place
         tmp.rename(folder)
     return folder
 

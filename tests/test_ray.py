@@ -54,6 +54,20 @@ def test_storage_message_names_the_node_and_what_it_cannot_see():
     assert "shared storage" in message and "\n" not in message
 
 
+def test_an_address_where_nothing_answers_is_refused_at_once():
+    import socket
+
+    from vislab.cluster import unreachable
+
+    with socket.socket() as server:  # a port that listens: reachable
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert unreachable(f"127.0.0.1:{port}") is None and unreachable(f"ray://127.0.0.1:{port}") is None
+    assert unreachable(f"127.0.0.1:{port}") == "Connection refused"  # closed now
+    assert unreachable("auto") is None  # Ray's own forms are left to Ray
+
+
 @needs_ray
 def test_storage_check_on_the_cluster(ray_cluster, tmp_path):
     from vislab.cluster import check_shared_storage

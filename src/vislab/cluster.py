@@ -40,6 +40,11 @@ def ray_session(address: str | None) -> Iterator[Any]:
         yield ray
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
+    problem = address and unreachable(address)
+    if problem:  # Ray itself would retry for minutes
+        raise UserError(f"--address {address}: cannot reach the Ray cluster ({problem}); check the address "
+                        "(the head's `ray start --head` prints it) or leave --address and $RAY_ADDRESS unset for "
+                        "a local cluster")
     local = {} if address else {"include_dashboard": False}  # joining: the cluster's own settings
     try:  # the runs' own output goes to the study log; Ray's copy of it on our stderr would repeat it
         ray.init(address=address, log_to_driver=False, **local)
@@ -52,6 +57,19 @@ def ray_session(address: str | None) -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+def unreachable(address: str, timeout: float = 10.0) -> str | None:
+    """Why nothing answers at a ``host:port`` or ``ray://host:port`` address, or None (reachable,
+    or another form that Ray resolves itself, such as ``auto``)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    return None
 
 
 def _describe(resources: dict[str, float]) -> str:

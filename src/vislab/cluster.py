@@ -49,6 +49,9 @@ def ray_session(address: str | None) -> Iterator[Any]:
     try:  # the runs' own output goes to the study log; Ray's copy of it on our stderr would repeat it
         ray.init(address=address, log_to_driver=False, **local)
     except (ConnectionError, RuntimeError, ValueError) as e:
+        if not address:
+            raise UserError(f"--executor ray: cannot start a local Ray cluster ({e}); see `ray start --head` "
+                            "for why, or use --executor local") from e
         raise UserError(f"--address {address}: cannot join the Ray cluster ({e}); start one with "
                         "`ray start --head` or leave --address and $RAY_ADDRESS unset for a local one") from e
     print(f"ray: {_describe(ray.cluster_resources())}" + (f" at {address}" if address else " (local cluster)"),

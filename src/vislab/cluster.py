@@ -91,6 +91,15 @@ def task_options(ray: Any, cpus: int, device: str = "auto") -> dict[str, Any]:
     return options
 
 
+def use_threads(threads: int) -> None:
+    """In a task: torch's CPU threads = the CPUs the task asked for. A Ray worker serves many tasks
+    and torch reads $OMP_NUM_THREADS only once, so a reused worker would keep its first task's count."""
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 # --- shared storage ---------------------------------------------------------------------------
 
 def _probe(marker: str | None, token: str, inputs: Sequence[str]) -> dict[str, Any]:

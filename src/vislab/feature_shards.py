@@ -17,7 +17,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .cluster import check_shared_storage, ray_session, task_options
+from .cluster import check_shared_storage, ray_session, task_options, use_threads
 from .data.scenes import ImageList
 from .feature_cache import extract_chunks
 from .methods.features import FeatureExtractor
@@ -25,7 +25,8 @@ from .progress import progress
 
 
 def _extract_one(images: ImageList, extractor: FeatureExtractor, index: int, chunk: int, resize: str,
-                 batch_size: int, workers: int) -> tuple[int, dict[str, np.ndarray], np.ndarray]:
+                 batch_size: int, workers: int, threads: int) -> tuple[int, dict[str, np.ndarray], np.ndarray]:
+    use_threads(threads)
     [result] = extract_chunks(images, extractor, [index], chunk, resize=resize, batch_size=batch_size,
                               workers=workers, desc=f"chunk {index}")
     return result
@@ -65,7 +66,8 @@ class RayChunks:
         absolute = ImageList(images.root.absolute(), images.split, [p.absolute() for p in images.paths],
                              images.labels, images.classes)
         images_ref, extractor_ref = ray.put(absolute), ray.put(extractor)
-        pending = [task.remote(images_ref, extractor_ref, i, chunk, resize, batch_size, workers) for i in chunks]
+        pending = [task.remote(images_ref, extractor_ref, i, chunk, resize, batch_size, workers, self.cpus)
+                   for i in chunks]
         bar = progress(desc=f"{desc} ({len(pending)} Ray tasks)", total=len(chunks), unit="chunk")
         try:
             while pending:

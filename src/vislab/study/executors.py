@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..cluster import check_shared_storage, ray_session, task_options
+from ..cluster import check_shared_storage, ray_session, task_options, use_threads
 from .plan import RunSpec
 from .runner import Outcome, is_finished, run_one
 
@@ -32,7 +32,8 @@ def cache_family(spec: RunSpec) -> str | None:
     return spec.command.split()[0] if spec.command in CACHE_FAMILIES else None
 
 
-def _run_task(spec: RunSpec, study_dir: str, resume: bool) -> Outcome:
+def _run_task(spec: RunSpec, study_dir: str, resume: bool, threads: int) -> Outcome:
+    use_threads(threads)
     root = Path(study_dir)
     return run_one(spec, root, root / RUN_LOGS / f"{Path(spec.folder).name}.log", resume)
 
@@ -78,7 +79,7 @@ class _Scheduler:
 
     def _submit(self, spec: RunSpec) -> None:
         options = task_options(self.ray, self.cpus, spec.options.get("device", "auto"))
-        self.running[self.task.options(**options).remote(spec, str(self.root), self.resume)] = spec
+        self.running[self.task.options(**options).remote(spec, str(self.root), self.resume, self.cpus)] = spec
 
     def _result(self, ref: Any, spec: RunSpec) -> Outcome:
         try:

@@ -651,3 +651,18 @@ def test_transfer_rejects_bad_options(tmp_path, capsys):
     assert "--data DIR is required" in capsys.readouterr().err
     assert main(["transfer", "--data", str(tmp_path), "--c", "0", "--out", str(tmp_path / "y")]) == 2
     assert "--c 0.0: out of range" in capsys.readouterr().err
+
+
+def test_finetune_layers_selects_which_layers_are_fine_tuned(folder, tmp_path, use_tiny, capsys):
+    base = ["--data", str(folder), "--cache", str(tmp_path / "fc"), "--head", "svm", "finetune", "--finetune-epochs",
+            "1", "--finetune-batch-size", "4", "--layers", "pooled", "relu1"]
+    every = _run(base + ["--out", str(tmp_path / "every")])
+    one = _run(base + ["--out", str(tmp_path / "one"), "--finetune-layers", "relu1"])
+    key = "efficientnet_lite0_relu1_squash"
+    assert [r["head"] for r in one["variants"]] == ["svm", "svm", "finetune"] and list(one["finetune"]) == [key]
+    assert len([r for r in every["variants"] if r["head"] == "finetune"]) == 2
+    assert one["finetune"][key] == every["finetune"][key]  # the same training, just not the other layer's
+    assert main(["transfer", *base, "--out", str(tmp_path / "bad"), "--finetune-layers", "relu9"]) == 2
+    err = capsys.readouterr().err
+    assert "--finetune-layers relu9: not among the extracted layers (pooled relu1)" in err
+    assert not (tmp_path / "bad").exists()

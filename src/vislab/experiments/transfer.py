@@ -62,6 +62,8 @@ class TransferConfig(ExecutorOptions, BackboneOptions, RunConfig):
     head_epochs: int = option(100, "epochs of the linear head on cached features", min=1)
     head_lr: float = option(0.01, "Adam learning rate of the linear head", min=0, min_exclusive=True)
     head_weight_decay: float = option(1e-4, "weight decay of the linear head", min=0)
+    finetune_layers: list[str] = option([], "layers whose head is fine-tuned end to end (each a separate "
+                                            "training; default: every layer of --layers)")
     finetune_epochs: int = option(3, "epochs of end-to-end fine-tuning", min=1)
     finetune_lr: float = option(0.01, "SGD learning rate of the new layer when fine-tuning", min=0, min_exclusive=True)
     backbone_lr_mult: float = option(0.1, "backbone learning rate = finetune-lr x this when fine-tuning "
@@ -118,10 +120,22 @@ def _check(cfg: TransferConfig) -> None:
     if not cfg.data:
         raise UserError("--data DIR is required: a folder with train/<class>/ and test/<class>/ images "
                         "(get 15-Scene with `vislab data fetch 15scene`)")
+    if cfg.layers or cfg.layer:  # else the backbone's default layer: checked once it is known
+        _finetuned(cfg, [{"layer": layer} for layer in cfg.layers or [cfg.layer]])
     if cfg.executor == "ray":
         from ..cluster import import_ray
 
         import_ray()  # before the run folder exists: without Ray, say how to install it
+
+
+def _finetuned(cfg: TransferConfig, variants: list[dict]) -> list[tuple[int, dict]]:
+    """(index, variant) of the variants ``--finetune-layers`` selects (all when it is empty)."""
+    layers = [v["layer"] for v in variants]
+    unknown = [layer for layer in cfg.finetune_layers if layer not in layers]
+    if unknown:
+        raise UserError(f"--finetune-layers {' '.join(unknown)}: not among the extracted layers "
+                        f"({' '.join(dict.fromkeys(layers))}); choose from those or add them to --layers")
+    return [(i, v) for i, v in enumerate(variants) if not cfg.finetune_layers or v["layer"] in cfg.finetune_layers]
 
 
 def transfer(cfg: TransferConfig) -> int:
@@ -142,7 +156,7 @@ def transfer(cfg: TransferConfig) -> int:
         # (variants row, (test labels, predictions) or None) for every classifier, in table order
         results = [r for i, v in enumerate(variants) for r in _classify(cfg, run, v, train.classes, primary=i == 0)]
         if "finetune" in cfg.head:
-            for i, v in enumerate(variants):
+            for i, v in _finetuned(cfg, variants):
                 row, trained = finetune_variant(cfg, run, v, (train, test), index=i)
                 results.append((row, (trained.y_true, trained.y_pred)))
         if "scratch" in cfg.head:

@@ -545,3 +545,21 @@ def test_fid_curve_of_a_resumed_run_equals_the_uninterrupted_one(tiny_mnist, tmp
     full, part = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("full", "part"))
     assert full["fid_curve"] == part["fid_curve"] and [p["batch"] for p in full["fid_curve"]] == [2, 4, 6]
     assert full["g_grad_norm_first_100_mean"] == part["g_grad_norm_first_100_mean"] > 0
+
+
+def test_cached_classifier_trains_in_the_cpus_native_precision_and_keys_by_it(tmp_path, monkeypatch):
+    from vislab.experiments import gan_store
+
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.randint(0, 256, (48, 28, 28), dtype=torch.uint8, generator=g), torch.arange(48) % 10
+    args = (images, labels, images[:10], labels[:10])
+    monkeypatch.setattr(gan_store, "resolve_precision", lambda p, d: None)  # a CPU without native bf16
+    net, _, key_fp32 = gan_store.cached_classifier(*args, epochs=1, cache=tmp_path)
+    plain = train_classifier(prepare_digits(images), labels, epochs=1, seed=0, dtype=None)
+    for a, b in zip(net.state_dict().values(), plain.state_dict().values()):
+        assert torch.equal(a, b)  # trained in fp32, not emulated bf16
+    monkeypatch.setattr(gan_store, "resolve_precision", lambda p, d: torch.bfloat16)
+    key_bf16 = gan_store._classifier_key(images, labels, {"epochs": 1, "seed": 0})  # the key bf16 CPUs always had
+    _, _, key = gan_store.cached_classifier(*args, epochs=1, cache=tmp_path)
+    assert key == key_bf16 != key_fp32
+    assert {p.name for p in tmp_path.glob("*.pt")} == {f"mnist-classifier-{k}.pt" for k in (key_fp32, key_bf16)}

@@ -21,6 +21,7 @@ from torch import nn
 from ..data.download import cache_dir
 from ..errors import UserError
 from ..io import torch_load, torch_save
+from ..precision import resolve_precision
 from ..runs import PARTIAL_SUFFIX
 
 GENERATOR_FILE = "generator.pt"
@@ -75,14 +76,18 @@ def cached_classifier(train_images: torch.Tensor, train_labels: torch.Tensor, te
     from ..methods.digit_classifier import train_classifier
     from ..models.mnist_classifier import MnistClassifier, predict, prepare_digits
 
-    key = _classifier_key(train_images, train_labels, {"epochs": epochs, "seed": seed})
+    # bf16 where the CPU runs it natively (as the recorded FID/KID were measured), else fp32: emulated
+    # bf16 took 140 s for this small network; fp32 weights are a different classifier, so another key
+    dtype = resolve_precision("auto", torch.device("cpu"))
+    settings = {"epochs": epochs, "seed": seed} | ({} if dtype == torch.bfloat16 else {"precision": "fp32"})
+    key = _classifier_key(train_images, train_labels, settings)
     path = Path(cache or cache_dir("gan")) / f"mnist-classifier-{key}.pt"
     if path.is_file():
         blob = torch_load(path)
         net = MnistClassifier()
         net.load_state_dict(blob["state_dict"])
         return net.eval(), float(blob["test_accuracy"]), key
-    net = train_classifier(prepare_digits(train_images), train_labels, epochs=epochs, seed=seed)
+    net = train_classifier(prepare_digits(train_images), train_labels, epochs=epochs, seed=seed, dtype=dtype)
     acc = (predict(net, prepare_digits(test_images)) == test_labels).float().mean().item()
     torch_save({"state_dict": net.state_dict(), "test_accuracy": acc}, path)
     return net, acc, key

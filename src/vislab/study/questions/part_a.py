@@ -168,8 +168,12 @@ def a5(ev: Evidence, a: Answer) -> None:
     a.say(f"The task has {m['n_train']:,} training images; VGG16 has {params:,} parameters, about "
           f"{params // m['n_train']:,} per image.", n_train=m["n_train"], params=params)
     gap = scratch["train_accuracy"] - scratch["test_accuracy"]
-    fit = "overfits: it fits the training images far better than it generalises" if gap > 0.1 else \
-        "does not even fit the training images well in this budget"
+    if scratch["train_accuracy"] < 0.9:
+        fit = "it does not even fit its training images in this budget"
+    elif gap > 0.1:
+        fit = "it overfits: it fits the training images far better than it generalises"
+    else:
+        fit = "it generalises about as well as it fits"
     a.say(f"A small CNN trained from scratch on the same images reaches {scratch['train_accuracy']:.3f} on the "
           f"training set and {scratch['test_accuracy']:.3f} on the test set ({fit}), against "
           f"{svm['test_accuracy']:.3f} for ImageNet features + a linear SVM.",

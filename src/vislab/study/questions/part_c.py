@@ -22,11 +22,13 @@ def c1(ev: Evidence, a: Answer) -> None:
     dann, _, dann_t = target(ev, "adapt_dann")
     a.say(f"Without the gradient reversal the feature extractor helps the domain classifier instead of fooling it: "
           f"the domain classifier reaches {dom_t} test accuracy"
-          + (" (it separates the domains perfectly)." if dom > 0.98 else "."), nogrl_domain_accuracy=dom)
+          + (" (it separates the domains perfectly)." if dom >= 0.995 else
+             " (it separates the domains almost perfectly)." if dom > 0.95 else "."), nogrl_domain_accuracy=dom)
     verdict = ("no better than" if nogrl <= so + 0.01 else "above")
+    conclusion = (": the reversal is what aligns the domains" if dann > max(nogrl, so) + 0.01 else
+                  ", so in this run the reversal did not beat both")
     a.say(f"Target accuracy without the GRL is {nogrl_t}, {verdict} source-only training ({so_t}), while DANN "
-          f"reaches {dann_t}: the reversal is what aligns the domains.", nogrl_target=nogrl, source_only_target=so,
-          dann_target=dann)
+          f"reaches {dann_t}{conclusion}.", nogrl_target=nogrl, source_only_target=so, dann_target=dann)
     a.table("Target (MNIST-M) accuracy", ["training", "target accuracy", "domain classifier accuracy"],
             [[r, target(ev, r)[2], target(ev, r, "domain_accuracy")[2]]
              for r in ("adapt_source_only", "adapt_dann", "adapt_nogrl")])

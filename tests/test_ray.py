@@ -98,13 +98,13 @@ def test_a_study_on_ray_answers_like_the_local_executor(ray_cluster, tmp_path, m
                       "  classviz_init: {options: {iterations: 4, show_every: 2, image_size: 64}}\n")
     args = ["study", "--questions", "B8", "B10", "--config", str(config), "--no-download", "--device", "cpu"]
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as a Ray task of 1 CPU: the same threads, the same rounding
+    torch.set_num_threads(1)  # fits the 2-CPU test cluster on any machine; Ray tasks default to the same threads
     try:
         assert main(args + ["--out", str(tmp_path / "local")]) == 0
+        capsys.readouterr()
+        assert main(args + ["--out", str(tmp_path / "ray"), "--executor", "ray"]) == 0
     finally:
         torch.set_num_threads(threads)
-    capsys.readouterr()
-    assert main(args + ["--out", str(tmp_path / "ray"), "--executor", "ray"]) == 0
     finished = [line for line in capsys.readouterr().err.splitlines() if " done in " in line]
     assert len(finished) == 2 and {"[1/2]", "[2/2]"} == {line.split()[2] for line in finished}
     local, on_ray = (json.loads((tmp_path / d / "answers.json").read_text()) for d in ("local", "ray"))
@@ -190,6 +190,9 @@ class _FakeRay:
     def cluster_resources(self):
         return {"CPU": 2.0}
 
+    def nodes(self):
+        return [{"Alive": True, "Resources": {"CPU": 2.0}}]
+
     def wait(self, refs, num_returns):
         return refs[:num_returns], refs[num_returns:]
 
@@ -219,3 +222,12 @@ def test_runs_sharing_a_cache_wait_for_the_first_of_their_command(tmp_path, caps
     assert "vislab adapt" in outcomes[1].command
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("vislab study: [")]
     assert len(lines) == 4 and lines[-1].startswith("vislab study: [4/4] pl (adapt, seed 0) failed")
+
+
+def test_a_task_larger_than_every_node_is_refused_not_left_waiting():
+    from vislab.cluster import task_options
+
+    assert task_options(_FakeRay(), 2, "cpu")["num_cpus"] == 2
+    with pytest.raises(UserError, match=r"--cpus-per-task 4: no node of the Ray cluster has that many CPUs "
+                                        r"\(largest: 2\); give --cpus-per-task 2 or fewer"):
+        task_options(_FakeRay(), 4, "cpu")

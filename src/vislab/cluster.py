@@ -83,6 +83,10 @@ def _describe(resources: dict[str, float]) -> str:
 def task_options(ray: Any, cpus: int, device: str = "auto") -> dict[str, Any]:
     """Ray resources of one task: a GPU when the cluster has some and ``device`` allows CUDA, and
     ``cpus`` CPUs; the worker's environment carries ``$VISLAB_CACHE`` (vislab's caches)."""
+    largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=0)
+    if cpus > largest:  # Ray would wait forever for a node that can take the task
+        raise UserError(f"--cpus-per-task {cpus}: no node of the Ray cluster has that many CPUs (largest: "
+                        f"{largest:g}); give --cpus-per-task {int(largest)} or fewer")
     options: dict[str, Any] = {"num_cpus": cpus}
     if device != "cpu" and ray.cluster_resources().get("GPU", 0) > 0:
         options["num_gpus"] = 1

@@ -52,5 +52,13 @@ class ExecutorOptions:
                  "'vislab[ray]'), on the cluster at --address", resume_safe=True)
     address: str | None = option(None, "Ray cluster to join (e.g. 10.0.0.1:6379 or ray://head:10001); default "
                                        "$RAY_ADDRESS, else a local cluster sized to this machine", resume_safe=True)
-    cpus_per_task: int = option(1, "CPUs each Ray task asks for (its torch threads); a task also gets one GPU "
-                                   "when the cluster has GPUs", min=1, resume_safe=True)
+    cpus_per_task: int | None = option(
+        None, "CPUs each Ray task asks for (its torch threads); a task also gets one GPU when the cluster has GPUs "
+              "(default: this process's torch threads, so that every run computes bit for bit what the local "
+              "executor computes: float sums depend on the thread count; 1 runs more tasks at once)",
+        min=1, resume_safe=True)
+
+    def task_cpus(self) -> int:
+        import torch
+
+        return self.cpus_per_task or torch.get_num_threads()

@@ -123,7 +123,7 @@ def _run(cfg: StudyConfig, specs: list, root: Path, data) -> list:
     from ..study.executors import run_all_on_ray
 
     inputs = [p for v in data.values.values() if v is not None for p in (v if isinstance(v, list) else [v])]
-    return run_all_on_ray(specs, root, log=log, resume=cfg.resume, cpus_per_task=cfg.cpus_per_task,
+    return run_all_on_ray(specs, root, log=log, resume=cfg.resume, cpus_per_task=cfg.task_cpus(),
                           address=cfg.address, inputs=inputs)
 
 

@@ -189,7 +189,7 @@ def _chunk_source(cfg: TransferConfig):
         return contextlib.nullcontext(None)
     from ..feature_shards import RayChunks
 
-    return RayChunks(cfg.address, cfg.cpus_per_task, inputs=[str(Path(cfg.data).absolute())])
+    return RayChunks(cfg.address, cfg.task_cpus(), inputs=[str(Path(cfg.data).absolute())])
 
 
 def _extract_all(cfg: TransferConfig, run: Run, train: ImageList, test: ImageList, cache_root: Path,

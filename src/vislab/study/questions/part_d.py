@@ -86,12 +86,18 @@ def d5(ev: Evidence, a: Answer) -> None:
             [[r["variant"], r["fid"], r["kid"], r.get("nonfinite_losses")] for r in rows])
 
 
+def widths(ev: Evidence, role: str) -> str:
+    """The run's network widths as the report states them (profiles may narrow the SPEC's 32)."""
+    cfg = ev.config(role)
+    return f"ngf = ndf = {cfg['ngf']}" if cfg["ngf"] == cfg["ndf"] else f"ngf {cfg['ngf']}, ndf {cfg['ndf']}"
+
+
 @question("D6", "The conditional DCGAN: comment.", ("gan_cdcgan", "gan"))
 def d6(ev: Evidence, a: Answer) -> None:
     c, u = ev.metrics("gan_cdcgan"), ev.metrics("gan")
-    a.say(f"Given the digit as a one-hot y (to G and to D), the cDCGAN draws the requested digit "
-          f"{pct(c['conditional_accuracy'])} of the time (as judged by the MNIST classifier), with FID "
-          f"{c['fid']:.1f} vs {u['fid']:.1f} for the DCGAN after the same budget.",
+    a.say(f"Given the digit as a one-hot y (to G and to D), the cDCGAN ({widths(ev, 'gan_cdcgan')}) draws the "
+          f"requested digit {pct(c['conditional_accuracy'])} of the time (as judged by the MNIST classifier), with FID "
+          f"{c['fid']:.1f} vs {u['fid']:.1f} for the DCGAN ({widths(ev, 'gan')}) after the same budget.",
           conditional_accuracy=c["conditional_accuracy"], fid_cdcgan=c["fid"], fid_dcgan=u["fid"])
     a.explain("Within a row (fixed y) the columns share z: z then encodes the style (slant, thickness, width) rather "
           "than the class.")
@@ -120,8 +126,8 @@ def d8(ev: Evidence, a: Answer) -> None:
     def reach(curve):
         return next((p["batch"] for p in curve if p["fid"] <= threshold), None)
     bu, bc = reach(cu), reach(cc)
-    a.say(f"FID along training (same budget): DCGAN {cu[0]['fid']:.1f} -> {cu[-1]['fid']:.1f}, cDCGAN "
-          f"{cc[0]['fid']:.1f} -> {cc[-1]['fid']:.1f}.", dcgan_final=cu[-1]["fid"], cdcgan_final=cc[-1]["fid"])
+    a.say(f"FID along training (same budget): DCGAN ({widths(ev, 'gan')}) {cu[0]['fid']:.1f} -> {cu[-1]['fid']:.1f}, "
+          f"cDCGAN ({widths(ev, 'gan_cdcgan')}) {cc[0]['fid']:.1f} -> {cc[-1]['fid']:.1f}.", dcgan_final=cu[-1]["fid"], cdcgan_final=cc[-1]["fid"])
     if bu is not None and bc is not None:
         easier = "the cDCGAN gets there first" if bc < bu else "the DCGAN gets there first" if bu < bc else "both together"
         a.say(f"To reach FID {threshold:.1f}: DCGAN {bu} batches, cDCGAN {bc}: {easier}.", threshold=threshold,

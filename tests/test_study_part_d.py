@@ -1,0 +1,35 @@
+"""The study's GAN questions state the widths each run trained with (a profile may narrow the SPEC's)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vislab.study.profile import load_profile
+from vislab.study.questions import QUESTIONS
+from vislab.study.questions.base import Answer, Evidence
+
+
+def gan_run(tmp_path: Path, role: str, width: int, conditional_accuracy: float, fid: float) -> None:
+    (tmp_path / role).mkdir()
+    (tmp_path / role / "config.json").write_text(json.dumps({"ngf": width, "ndf": width}))
+    curve = [{"batch": 16, "fid": fid + 50}, {"batch": 32, "fid": fid}]
+    (tmp_path / role / "metrics.json").write_text(json.dumps(
+        {"fid": fid, "conditional_accuracy": conditional_accuracy, "fid_real_baseline": 1.0, "fid_curve": curve}))
+
+
+def test_d6_and_d8_name_each_gan_s_widths(tmp_path):
+    gan_run(tmp_path, "gan", 32, 0.1, 40.0)
+    gan_run(tmp_path, "gan_cdcgan", 16, 0.8, 30.0)
+    texts = {}
+    for qid in ("D6", "D8"):
+        a = Answer(qid, QUESTIONS[qid].text)
+        QUESTIONS[qid].answer(Evidence(tmp_path, {"gan": ["gan"], "gan_cdcgan": ["gan_cdcgan"]}), a)
+        texts[qid] = a.text
+        assert "DCGAN (ngf = ndf = 32)" in a.text and "cDCGAN (ngf = ndf = 16)" in a.text, a.text
+    assert "80.0% of the time" in texts["D6"] and "FID 30.0 vs 40.0" in texts["D6"]
+
+
+def test_quick_profile_s_two_cdcgan_runs_share_their_widths():
+    roles = load_profile("quick")["roles"]
+    widths = [(roles[r]["options"].get("ngf"), roles[r]["options"].get("ndf")) for r in ("gan_cdcgan", "gan_cdcgan_no_y")]
+    assert widths[0] == widths[1] == (16, 16)

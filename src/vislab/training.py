@@ -128,14 +128,7 @@ def fit(algorithm: Trainable, data: EpochData, plan: Plan, *,
     """
     extras = extras or {}
     ranks = distributed.replicas(algorithm)  # the single process, or this rank of several (torchrun)
-    state = _LoopState()
-    saved = ranks.load(checkpoint.load) if resume and checkpoint is not None else None
-    if saved is not None:
-        state = _restore(saved, algorithm, rngs, extras)
-    if saved is not None and ranks.is_main:
-        print(f"{desc}: " + (f"resuming at epoch {state.epoch + 1}/{plan.epochs}, step {state.step_in_epoch}"
-                             if state.epoch < plan.epochs else "already trained; using the checkpoint"),
-              file=sys.stderr)
+    state = _resumed(checkpoint if resume else None, ranks, algorithm, rngs, extras, plan, desc)
     checkpoint = checkpoint if ranks.is_main else None  # rank 0 writes, the others follow it
     resumed_from = state.steps
     t_session = time.perf_counter()
@@ -164,12 +157,7 @@ def fit(algorithm: Trainable, data: EpochData, plan: Plan, *,
                     raise Paused(f"{desc}: stopped after {state.steps} steps as asked; continue with the same "
                                  f"command and --resume" + (f" (checkpoint: {checkpoint.path})" if checkpoint else ""))
             ranks.sync_buffers()  # the evaluation and the checkpoint see rank 0's BatchNorm statistics
-            means = {k: v / plan.steps_per_epoch for k, v in state.sums.items()}
-            row = (evaluate(state.epoch, means, state.epoch_train_seconds) if evaluate is not None
-                   else {**means, "train_seconds": state.epoch_train_seconds})
-            state.history.append({"epoch": state.epoch + 1, **row,
-                                  "seconds": round(time.perf_counter() - t_epoch, 2)})
-            state.epoch, state.step_in_epoch, state.order = state.epoch + 1, 0, None
+            _end_epoch(state, plan, evaluate, t_epoch)
             _save(checkpoint, state, algorithm, rngs, extras)
     return FitResult(state.history, state.steps, state.train_seconds, resumed_from)
 
@@ -193,6 +181,30 @@ class _LoopState:
         self.steps += 1
         self.train_seconds += seconds
         self.epoch_train_seconds += seconds
+
+
+def _resumed(checkpoint: Checkpoint | None, ranks: Any, algorithm: Trainable, rngs: dict[str, torch.Generator],
+             extras: dict[str, Any], plan: Plan, desc: str) -> _LoopState:
+    """The loop state to start from: the checkpoint's (rank 0 reads it, every rank restores it) or a fresh one."""
+    saved = ranks.load(checkpoint.load) if checkpoint is not None else None
+    if saved is None:
+        return _LoopState()
+    state = _restore(saved, algorithm, rngs, extras)
+    if ranks.is_main:
+        print(f"{desc}: " + (f"resuming at epoch {state.epoch + 1}/{plan.epochs}, step {state.step_in_epoch}"
+                             if state.epoch < plan.epochs else "already trained; using the checkpoint"),
+              file=sys.stderr)
+    return state
+
+
+def _end_epoch(state: _LoopState, plan: Plan, evaluate: Callable[[int, dict[str, float], float], dict] | None,
+               t_epoch: float) -> None:
+    """Append the epoch's history row (the mean stats, or what ``evaluate`` makes of them) and move on."""
+    means = {k: v / plan.steps_per_epoch for k, v in state.sums.items()}
+    row = (evaluate(state.epoch, means, state.epoch_train_seconds) if evaluate is not None
+           else {**means, "train_seconds": state.epoch_train_seconds})
+    state.history.append({"epoch": state.epoch + 1, **row, "seconds": round(time.perf_counter() - t_epoch, 2)})
+    state.epoch, state.step_in_epoch, state.order = state.epoch + 1, 0, None
 
 
 def _check_finite(stats: dict[str, float], finite: Sequence[str], state: _LoopState, desc: str) -> None:

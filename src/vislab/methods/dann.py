@@ -49,7 +49,7 @@ class AdaptHParams:
     ema_decay: float | None = None
     grl: bool = True
     pl_weight: float = 1.0
-    precision: str = "bf16"
+    precision: str = "auto"  # bf16 where the device runs it natively (vislab.precision), else fp32
     channels_last: bool = True
 
 

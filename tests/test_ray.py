@@ -231,3 +231,14 @@ def test_a_task_larger_than_every_node_is_refused_not_left_waiting():
     with pytest.raises(UserError, match=r"--cpus-per-task 4: no node of the Ray cluster has that many CPUs "
                                         r"\(largest: 2\); give --cpus-per-task 2 or fewer"):
         task_options(_FakeRay(), 4, "cpu")
+
+
+def test_the_scheduler_refuses_a_task_too_large_before_starting_any(tmp_path):
+    from vislab.study.executors import _Scheduler
+    from vislab.study.plan import RunSpec
+
+    ray = _FakeRay()
+    specs = [RunSpec("viz", "classviz", {"target": [1]}, 0)]
+    with pytest.raises(UserError, match=r"--cpus-per-task 3: no node"):
+        _Scheduler(ray, specs, tmp_path, tmp_path / "study.log", True, 3)
+    assert ray.events == []  # nothing was started

@@ -54,6 +54,9 @@ class _Scheduler:
         self.outcomes: dict[str, Outcome] = {}
         self.running: dict[Any, RunSpec] = {}
         self.waiting: dict[str, list[RunSpec]] = {}
+        self.options: dict[str, dict[str, Any]] = {}  # device -> task options, asked of the cluster once
+        for device in dict.fromkeys(s.options.get("device", "auto") for s in specs):  # a task too large: refused now
+            self.options[device] = task_options(ray, cpus, device)
 
     def run(self) -> list[Outcome]:
         warm = {cache_family(s) for s in self.specs if is_finished(self.root / s.folder)}
@@ -78,7 +81,7 @@ class _Scheduler:
         return [self.outcomes[s.key] for s in self.specs]
 
     def _submit(self, spec: RunSpec) -> None:
-        options = task_options(self.ray, self.cpus, spec.options.get("device", "auto"))
+        options = self.options[spec.options.get("device", "auto")]
         self.running[self.task.options(**options).remote(spec, str(self.root), self.resume, self.cpus)] = spec
 
     def _result(self, ref: Any, spec: RunSpec) -> Outcome:

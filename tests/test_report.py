@@ -167,3 +167,17 @@ def test_a_run_with_metrics_off_its_schema_is_refused_and_left_unfinished(tmp_pa
         with Run("fool", RunConfig(out=str(tmp_path / "new"))) as run:
             run.metrics.update(success_rate=1.0, num_images=2)
     assert not (tmp_path / "new").exists() and not (tmp_path / "new.partial").exists()
+
+
+def test_summary_rows_mark_numbers_measured_on_substitute_data():
+    from vislab.reporting.study_report import summary_rows
+    from vislab.study.questions.base import Answer
+
+    a9, c1 = Answer("A9", "q"), Answer("C1", "q")
+    a9.numbers, a9.substituted = {"accuracy": 0.9033}, True
+    c1.numbers = {"dann_target": 0.5421, "source_only_target": 0.4337}
+    rows = {r["measure"]: r for r in summary_rows([a9, c1])}
+    svm = rows["transfer: features + LinearSVC, test accuracy"]
+    assert (svm["value"], svm["data"]) == ("0.903", "substitute (see A9)")
+    assert rows["DANN target accuracy"]["data"] == "as in SPEC.md"
+    assert rows["DANN target accuracy"]["value"] == "0.542" and len(rows) == 3  # only what the answers recorded

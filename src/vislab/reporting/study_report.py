@@ -51,7 +51,9 @@ def summary_rows(answers: list) -> list[dict[str, str]]:
             continue
         v = a.numbers[key]
         rows.append({"measure": measure, "question": qid, "reference": reference,
-                     "value": f"{v:,}" if isinstance(v, int) else f"{v:.3f}"})
+                     "value": f"{v:,}" if isinstance(v, int) else f"{v:.3f}",
+                     # a substitute's number is not comparable with the reference beside it: say so on its row
+                     "data": f"substitute (see {qid})" if a.substituted else "as in SPEC.md"})
     return rows
 
 

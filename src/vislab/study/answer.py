@@ -28,7 +28,9 @@ def answer_questions(ids: list[str], study_dir: Path, outcomes: dict[str, list[O
             evidence = Evidence(study_dir, {r: ready[r] for r in q.roles}, role_notes)
             try:
                 q.answer(evidence, answer)
-                answer.notes += [n for r in q.roles for n in role_notes.get(r, []) if n not in answer.notes]
+                substitutions = [n for r in q.roles for n in role_notes.get(r, [])]
+                answer.notes += [n for n in substitutions if n not in answer.notes]
+                answer.substituted = bool(substitutions)
             except Unanswerable as e:
                 _not_answered(answer, [str(e)], [c for r in q.roles for c in commands.get(r, [])])
             except Exception as e:  # a bug in a question: say so in the report, keep the traceback in the log

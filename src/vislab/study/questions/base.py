@@ -38,6 +38,7 @@ class Answer:
     numbers: dict[str, Any] = dataclasses.field(default_factory=dict)  # name -> measured value used above
     runs: list[str] = dataclasses.field(default_factory=list)  # run folders relative to the study folder
     notes: list[str] = dataclasses.field(default_factory=list)  # substitutions and caveats
+    substituted: bool = False  # whether a run it used had substitute data (the notes say which)
     commands: list[str] = dataclasses.field(default_factory=list)  # what would answer it, when not answered
 
     @property

@@ -5,7 +5,7 @@ stop if the prediction is the target, backward of the target logit, x += lr * g 
 the normalised image (written here in pixel space with the same mapping as vislab), clamp.
 vislab: :func:`vislab.methods.fooling.fool` on the whole batch, and on batches of ``--chunk``
 images (each image stops on its own; finished images leave the batch), in fp32, on the network
-with BatchNorm folded into the convs (what ``vislab fool`` uses), and folded with bf16 autocast +
+with BatchNorm folded into the convs (what ``vislab fool`` uses), and folded with bf16 autocast (where native) +
 channels_last. Also timed: vislab's ``fool`` called one image at a time (isolates the effect of
 batching). ``--device cuda`` runs every variant on the GPU (where batching is what pays).
 
@@ -34,6 +34,7 @@ from vislab.data.samples import load_samples, to_batch
 from vislab.io import write_json
 from vislab.methods.fooling import fool
 from vislab.models.backbones import build_backbone
+from vislab.precision import precision_name, resolve_precision
 
 
 def reference_loop(model, x: torch.Tensor, target: int, lr: float, max_iterations: int) -> list[int]:
@@ -68,7 +69,7 @@ def build_variant(kind: str, size: int | None, bf16: bool, args: argparse.Namesp
         model = model.to(memory_format=torch.channels_last)
     samples = load_samples(args.images, None if args.images else args.samples, args.limit)
     x = to_batch(samples.images, backbone.preprocess).to(device)
-    amp = torch.bfloat16 if bf16 else None
+    amp = resolve_precision("auto" if bf16 else "fp32", device)  # bf16 only where native (emulated, it is slower)
 
     def run(max_iterations: int) -> list[int]:
         if kind == "reference":
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
     n = len(load_samples(args.images, None if args.images else args.samples, args.limit).images)
     c = args.chunk
+    device = torch.device(args.device)
     ref_name = "reference loop fp32 (course)"
     variants = {ref_name: Loop(build_variant, ("reference", None, False, args), vislab_allocator=False),
                 "reference loop, vislab's allocator policy": Loop(build_variant, ("reference", None, False, args))}
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {"one_at_a_time": (1, "one image at a time"), f"batch_of_{n}": (n, f"batch of {n}"),
              f"batches_of_{c}": (c, f"batches of {c}")}
     for kind, label, bf16 in (("fp32", "fp32", False), ("folded", "BN folded", False),
-                              ("folded_cl", "folded+bf16+CL", True)):
+                              ("folded_cl", f"folded+{precision_name(resolve_precision('auto', device))}+CL", True)):
         for batching, (size, what) in sizes.items():
             names[label, batching] = f"vislab fool, {what}, {label}"
             variants[names[label, batching]] = Loop(build_variant, (kind, size, bf16, args))
@@ -126,7 +128,6 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"variant": name, "median_s": round(med, 3), "times_s": [round(v, 3) for v in times[name]],
                      "speedup_vs_reference": round(ref / med, 2), "total_iterations": sum(iters[name]),
                      "iterations_equal_to_reference": f"{same}/{n}"})
-    device = torch.device(args.device)
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"CPU, torch threads {timings[ref_name].torch_threads}")
     print(f"\n{n} images, {args.model}, target {args.target}, {where}")

@@ -4,7 +4,7 @@ Reference loop (what a course notebook does): torchvision ``ImageFolder`` + PIL 
 (resize to 224x224, ToTensor, Normalize), ``DataLoader(batch_size=8, num_workers=2)``, the fp32
 network under ``torch.no_grad``, ``.numpy()`` per batch, features kept in a list.
 
-vislab: :func:`vislab.feature_cache.extract_features` (bf16 autocast -- or bf16 weights with
+vislab: :func:`vislab.feature_cache.extract_features` (bf16 autocast where native -- or bf16 weights with
 ``--bf16-weights``, the faster choice for VGG16 -- channels_last, folded BatchNorm, in-place
 activations, inference_mode, streaming to a fresh on-disk cache: the cache write is timed).
 
@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timed passes per side; medians are reported (default 3)")
     p.add_argument("--batch-size", type=int, default=16, help="vislab batch size (default 16; the reference uses 8)")
     p.add_argument("--workers", type=int, default=0, help="vislab decoding workers (default 0; the reference uses 2)")
-    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"], help="vislab precision (default bf16)")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="vislab precision (default auto, as in vislab transfer: bf16 where the CPU runs it natively)")
     p.add_argument("--bf16-weights", action="store_true",
                    help="vislab keeps the weights in bf16 instead of autocasting them on every batch")
     p.add_argument("--accuracy", action="store_true",

@@ -554,12 +554,39 @@ def test_cached_classifier_trains_in_the_cpus_native_precision_and_keys_by_it(tm
     images, labels = torch.randint(0, 256, (48, 28, 28), dtype=torch.uint8, generator=g), torch.arange(48) % 10
     args = (images, labels, images[:10], labels[:10])
     monkeypatch.setattr(gan_store, "resolve_precision", lambda p, d: None)  # a CPU without native bf16
-    net, _, key_fp32 = gan_store.cached_classifier(*args, epochs=1, cache=tmp_path)
+    net, _, key_fp32 = gan_store.cached_classifier(*args, epochs=1, min_steps=0, cache=tmp_path)
     plain = train_classifier(prepare_digits(images), labels, epochs=1, seed=0, dtype=None)
     for a, b in zip(net.state_dict().values(), plain.state_dict().values()):
         assert torch.equal(a, b)  # trained in fp32, not emulated bf16
     monkeypatch.setattr(gan_store, "resolve_precision", lambda p, d: torch.bfloat16)
     key_bf16 = gan_store._classifier_key(images, labels, {"epochs": 1, "seed": 0})  # the key bf16 CPUs always had
-    _, _, key = gan_store.cached_classifier(*args, epochs=1, cache=tmp_path)
+    _, _, key = gan_store.cached_classifier(*args, epochs=1, min_steps=0, cache=tmp_path)
     assert key == key_bf16 != key_fp32
     assert {p.name for p in tmp_path.glob("*.pt")} == {f"mnist-classifier-{k}.pt" for k in (key_fp32, key_bf16)}
+
+
+def test_the_measuring_classifier_trains_at_least_min_steps_on_a_small_set(tmp_path, monkeypatch):
+    from vislab.experiments import gan_store
+
+    # MNIST keeps its 3 epochs (1,407 steps); the offline subset's 4,000 digits get 10 (320 steps), 2,000 get 19
+    assert gan_store.classifier_epochs(60000, 3) == 3
+    assert gan_store.classifier_epochs(4000, 3) == 10 and gan_store.classifier_epochs(2000, 3) == 19
+    assert gan_store.classifier_epochs(48, 1, min_steps=4) == 4 and gan_store.classifier_epochs(48, 6, min_steps=4) == 6
+    g = torch.Generator().manual_seed(1)
+    images, labels = torch.randint(0, 256, (48, 28, 28), dtype=torch.uint8, generator=g), torch.arange(48) % 10
+    monkeypatch.setattr(gan_store, "resolve_precision", lambda p, d: None)
+    net, _, key = gan_store.cached_classifier(images, labels, images[:10], labels[:10], epochs=1, min_steps=4,
+                                              cache=tmp_path)
+    four = train_classifier(prepare_digits(images), labels, epochs=4, seed=0, dtype=None)
+    for a, b in zip(net.state_dict().values(), four.state_dict().values()):
+        assert torch.equal(a, b)  # 1 step per epoch: 4 epochs
+    assert key == gan_store._classifier_key(images, labels, {"epochs": 4, "seed": 0, "precision": "fp32"})
+
+
+def test_the_classifier_learns_from_every_training_digit_not_the_gans_train_size(tiny_mnist):
+    from vislab.experiments.gan import GanConfig, _load_digits
+    from vislab.config import build_config
+
+    train, all_train, test = _load_digits(build_config(GanConfig, {"data_root": str(tiny_mnist), "train_size": 30}))
+    assert (len(train.images), len(all_train.images), len(test.images)) == (30, 96, 40)
+    assert torch.equal(train.images, all_train.images[:30])

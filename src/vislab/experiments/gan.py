@@ -62,7 +62,8 @@ class GanConfig(RunConfig):
     precision: Literal["auto", "bf16", "fp32"] = option(
         "auto", "bf16 = autocast the networks to bfloat16 (losses stay float32); fp32 = plain float32; auto = "
                 "bf16 where the device runs it natively (AVX512-BF16/AMX CPUs, recent GPUs), else fp32")
-    classifier_epochs: int = option(3, "epochs of the MNIST classifier whose features FID/KID use (cached)", min=1,
+    classifier_epochs: int = option(3, "epochs of the MNIST classifier whose features FID/KID use (cached; more "
+                                       "on a small training set, for at least 300 steps)", min=1,
                                     resume_safe=True)
     resume: bool = option(False, "continue the interrupted run left in OUT.partial from its last checkpoint")
     max_minutes: float = option(0.0, "stop training after this many minutes, keeping a checkpoint for --resume "
@@ -79,12 +80,13 @@ class GanConfig(RunConfig):
 
 
 def _load_digits(cfg: GanConfig):
+    """(the GAN's training digits: the first --train-size; every training digit, which the measuring
+    classifier learns from whatever the GAN's budget; the test digits)."""
     from ..data.mnist import load_mnist
 
-    train = load_mnist("train", cfg.data_root)
-    if cfg.train_size:
-        train = type(train)(train.images[:cfg.train_size], train.labels[:cfg.train_size])
-    return train, load_mnist("test", cfg.data_root)
+    full = load_mnist("train", cfg.data_root)
+    train = type(full)(full.images[:cfg.train_size], full.labels[:cfg.train_size]) if cfg.train_size else full
+    return train, full, load_mnist("test", cfg.data_root)
 
 
 def _training_grid(gan, z_test: torch.Tensor, conditional: bool, path) -> None:
@@ -149,24 +151,24 @@ def train_gan(cfg: GanConfig, run: Run, digits, make_curve=None):
     return gan, result, history.values, z_test, None if curve is None else curve.points
 
 
-def _classifier(cfg: GanConfig, train, test):
+def _classifier(cfg: GanConfig, classifier_train, test):
     """The cached MNIST classifier of the measures, its feature module, test accuracy and cache key."""
     from ..models.mnist_classifier import ClassifierFeatures
     from .gan_store import cached_classifier
 
-    clf, clf_acc, clf_key = cached_classifier(train.images, train.labels, test.images, test.labels,
-                                              epochs=cfg.classifier_epochs, seed=0)
+    clf, clf_acc, clf_key = cached_classifier(classifier_train.images, classifier_train.labels, test.images,
+                                              test.labels, epochs=cfg.classifier_epochs, seed=0)
     return clf, ClassifierFeatures(clf), clf_acc, clf_key
 
 
-def _fid_curve_factory(cfg: GanConfig, train, test, device):
+def _fid_curve_factory(cfg: GanConfig, classifier_train, test, device):
     """``make_curve`` of :func:`train_gan` for ``--fid-every``: fixed z (and classes for the cDCGAN)
     of ``--curve-samples`` images against as many test images, on the classifier's features."""
     from ..methods.gan_metrics import FidCurve, extract_features
     from ..models.mnist_classifier import prepare_digits
 
     def make_curve(gan):
-        _, feature, _, _ = _classifier(cfg, train, test)
+        _, feature, _, _ = _classifier(cfg, classifier_train, test)
         n = cfg.curve_samples
         reference = extract_features(feature, prepare_digits(test.images, 32)[:n])
         z = torch.randn(n, cfg.nz, generator=torch.Generator().manual_seed(cfg.seed + 3)).to(device)
@@ -176,14 +178,14 @@ def _fid_curve_factory(cfg: GanConfig, train, test, device):
     return make_curve
 
 
-def evaluate(cfg: GanConfig, gan, train, test, x_all: torch.Tensor, device) -> dict[str, Any]:
+def evaluate(cfg: GanConfig, gan, classifier_train, test, x_all: torch.Tensor, device) -> dict[str, Any]:
     """FID / KID of ``eval_samples`` generated images against the test set, the same for the
     train set (real-vs-real baseline, cached), and the cDCGAN's conditional accuracy."""
     from ..methods.gan_metrics import real_baseline, sample_metrics
     from ..models.mnist_classifier import prepare_digits
     from .gan_store import cached_reference
 
-    clf, feature, clf_acc, clf_key = _classifier(cfg, train, test)
+    clf, feature, clf_acc, clf_key = _classifier(cfg, classifier_train, test)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     n = cfg.eval_samples
     z = torch.randn(n, cfg.nz, generator=gen).to(device)
@@ -210,14 +212,14 @@ def run_train(cfg: GanConfig) -> int:
     if not cfg.d_sees_label and cfg.model != "cdcgan":
         raise UserError("--no-d-sees-label applies to --model cdcgan only (the DCGAN's D never sees a label)")
     with Run("gan", cfg, resume=cfg.resume) as run:
-        train, test = _load_digits(cfg)
+        train, all_train, test = _load_digits(cfg)
         conditional = cfg.model == "cdcgan"
         digits = Digits(prepare_digits(train.images, cfg.image_size).to(run.device),
                         train.labels.to(run.device) if conditional else None, cfg.batch_size, cfg.nz)
-        make_curve = _fid_curve_factory(cfg, train, test, run.device) if cfg.fid_every else None
+        make_curve = _fid_curve_factory(cfg, all_train, test, run.device) if cfg.fid_every else None
         gan, result, history, z_test, fid_curve = train_gan(cfg, run, digits, make_curve)
         t0 = time.perf_counter()
-        m = evaluate(cfg, gan, train, test, digits.x, run.device)
+        m = evaluate(cfg, gan, all_train, test, digits.x, run.device)
         eval_seconds = time.perf_counter() - t0
         _training_grid(gan, z_test, conditional, run.path("samples.png"))
         image_grid(interpolation_images(gan.predict, cfg.nz, conditional, pairs=8, steps=10, label=-1,

@@ -47,6 +47,7 @@ class CompareConfig(RunConfig):
                                  f"variants to train (finished ones are reused): {', '.join(VARIANTS)}",
                                  resume_safe=True)
     epochs: int = option(5, "epochs of every variant", min=1)
+    batch_size: int = option(128, "images per batch of every variant", min=1)
     eval_samples: int = option(10000, "images for FID / KID", min=2)
     precision: Literal["auto", "bf16", "fp32"] = option("auto", "precision of every variant (see vislab gan --help)")
     train_size: int = option(0, "use only the first N training images (0 = all)", min=0)
@@ -82,8 +83,9 @@ def _record_finished(run: Run) -> None:
 
 def _variant_config(cfg: CompareConfig, name: str, folder: Path) -> GanConfig:
     return build_config(GanConfig, dict(
-        VARIANTS[name], model=cfg.model, data_root=cfg.data_root, epochs=cfg.epochs, eval_samples=cfg.eval_samples,
-        precision=cfg.precision, train_size=cfg.train_size, seed=cfg.seed, device=cfg.device, out=str(folder),
+        VARIANTS[name], model=cfg.model, data_root=cfg.data_root, epochs=cfg.epochs, batch_size=cfg.batch_size,
+        eval_samples=cfg.eval_samples, precision=cfg.precision, train_size=cfg.train_size, seed=cfg.seed,
+        device=cfg.device, out=str(folder),
         overwrite=cfg.overwrite, resume=Path(str(folder) + PARTIAL_SUFFIX).exists()))
 
 

@@ -181,3 +181,16 @@ def test_summary_rows_mark_numbers_measured_on_substitute_data():
     assert (svm["value"], svm["data"]) == ("0.903", "substitute (see A9)")
     assert rows["DANN target accuracy"]["data"] == "as in SPEC.md"
     assert rows["DANN target accuracy"]["value"] == "0.542" and len(rows) == 3  # only what the answers recorded
+
+
+def test_the_dann_summary_row_comes_from_c4_when_the_study_has_no_c1():
+    from vislab.reporting.study_report import summary_rows
+    from vislab.study.questions.base import Answer
+
+    c4 = Answer("C4", "q")
+    c4.numbers = {"dann_target": 0.8053, "pl_target": 0.9622}
+    rows = {r["measure"]: r for r in summary_rows([c4])}
+    assert (rows["DANN target accuracy"]["value"], rows["DANN target accuracy"]["question"]) == ("0.805", "C4")
+    c1 = Answer("C1", "q")
+    c1.numbers = {"dann_target": 0.7}
+    assert {r["measure"]: r for r in summary_rows([c1, c4])}["DANN target accuracy"]["question"] == "C1"

@@ -72,9 +72,12 @@ def _classifier_key(images: torch.Tensor, labels: torch.Tensor, settings: dict[s
 MIN_CLASSIFIER_STEPS = 300
 
 
-def classifier_epochs(n_images: int, epochs: int, batch_size: int = 128, min_steps: int = MIN_CLASSIFIER_STEPS) -> int:
-    """``epochs``, or more where a small training set would give fewer than ``min_steps`` steps."""
-    return max(epochs, math.ceil(min_steps / math.ceil(n_images / batch_size)))
+def classifier_epochs(n_images: int, epochs: int, min_steps: int = MIN_CLASSIFIER_STEPS) -> int:
+    """``epochs``, or more where a small training set would give fewer than ``min_steps`` steps (in
+    :func:`~vislab.methods.digit_classifier.train_classifier`'s batches)."""
+    from ..methods.digit_classifier import BATCH_SIZE
+
+    return max(epochs, math.ceil(min_steps / math.ceil(n_images / BATCH_SIZE)))
 
 
 def cached_classifier(train_images: torch.Tensor, train_labels: torch.Tensor, test_images: torch.Tensor,

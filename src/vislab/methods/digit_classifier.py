@@ -19,6 +19,7 @@ from ..training import Plan, fit
 from .trainers import ClassifierTrainer
 
 SHIFT = 2  # pixels of random translation, each way
+BATCH_SIZE = 128
 
 
 class ClassifierTraining(ClassifierTrainer):
@@ -67,7 +68,7 @@ class ShiftedDigits:
         return self.padded[idx, :, dy:dy + self.size, dx:dx + self.size], self.labels[idx]
 
 
-def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, epochs: int = 3, batch_size: int = 128,
+def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, epochs: int = 3, batch_size: int = BATCH_SIZE,
                      lr: float = 3e-3, seed: int = 0,
                      dtype: torch.dtype | None = torch.bfloat16) -> MnistClassifier:
     """Train :class:`MnistClassifier` on ``images (N, 1, 32, 32)`` in [-1, 1] and ``labels (N,)``."""

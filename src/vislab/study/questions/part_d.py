@@ -127,7 +127,8 @@ def d8(ev: Evidence, a: Answer) -> None:
         return next((p["batch"] for p in curve if p["fid"] <= threshold), None)
     bu, bc = reach(cu), reach(cc)
     a.say(f"FID along training (same budget): DCGAN ({widths(ev, 'gan')}) {cu[0]['fid']:.1f} -> {cu[-1]['fid']:.1f}, "
-          f"cDCGAN ({widths(ev, 'gan_cdcgan')}) {cc[0]['fid']:.1f} -> {cc[-1]['fid']:.1f}.", dcgan_final=cu[-1]["fid"], cdcgan_final=cc[-1]["fid"])
+          f"cDCGAN ({widths(ev, 'gan_cdcgan')}) {cc[0]['fid']:.1f} -> {cc[-1]['fid']:.1f}.",
+          dcgan_final=cu[-1]["fid"], cdcgan_final=cc[-1]["fid"])
     if bu is not None and bc is not None:
         easier = "the cDCGAN gets there first" if bc < bu else "the DCGAN gets there first" if bu < bc else "both together"
         a.say(f"To reach FID {threshold:.1f}: DCGAN {bu} batches, cDCGAN {bc}: {easier}.", threshold=threshold,

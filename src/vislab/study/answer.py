@@ -28,7 +28,8 @@ def answer_questions(ids: list[str], study_dir: Path, outcomes: dict[str, list[O
             evidence = Evidence(study_dir, {r: ready[r] for r in q.roles}, role_notes)
             try:
                 q.answer(evidence, answer)
-                substitutions = [n for r in q.roles for n in role_notes.get(r, [])]
+                # each role of a question states its substitutions: the same sentence once per answer
+                substitutions = list(dict.fromkeys(n for r in q.roles for n in role_notes.get(r, [])))
                 answer.notes += [n for n in substitutions if n not in answer.notes]
                 answer.substituted = bool(substitutions)
             except Unanswerable as e:

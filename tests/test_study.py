@@ -178,6 +178,16 @@ def test_report_in_a_headless_browser(study_env, tmp_path):
         for qid in ("A1", "B8", "B10"):
             text = driver.find_element("id", qid).text
             assert any(ch.isdigit() for ch in text.split("\n", 1)[1]), qid  # a measured number in the answer
+        # the two-column contents: entries side by side without overlapping, and no list marker drawn
+        # outside an entry's box (the markers of the second column sat over the first column's text)
+        boxes = driver.execute_script(
+            "return [...document.querySelectorAll('nav li')].map(li => {const r = li.getBoundingClientRect();"
+            " const s = getComputedStyle(li); return [r.left, r.top, r.right, r.bottom,"
+            " s.listStyleType === 'none' || s.listStylePosition === 'inside'];})")
+        assert len(boxes) == 3 and all(box[4] for box in boxes)
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1:]:
+                assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)
         artefacts = Path(os.environ.get("VISLAB_TEST_ARTIFACTS", tmp_path))
         artefacts.mkdir(parents=True, exist_ok=True)
         assert driver.save_screenshot(str(artefacts / "study_report.png"))

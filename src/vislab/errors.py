@@ -30,3 +30,12 @@ class CorruptFileError(UserError):
 
 class MalformedRunError(UserError):
     """A run folder's JSON file (metrics, manifest, config) cannot be read; the message names the file."""
+
+
+class DownloadError(UserError):
+    """A download that failed; ``reason`` is the short cause (``[Errno -2] Name or service not known``,
+    a checksum mismatch) for summaries that should not repeat every URL tried."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason

@@ -15,7 +15,7 @@ import zlib
 from pathlib import Path
 from typing import Callable
 
-from ..errors import UserError
+from ..errors import DownloadError, UserError
 from ..io import atomic_path, ensure_dir
 from ..progress import progress
 
@@ -64,10 +64,11 @@ def download(url: str, dest: str | Path, sha256: str | None = None) -> Path:
             if sha256 is not None:
                 got = sha256_file(tmp)
                 if got != sha256:
-                    raise UserError(f"{url}: SHA-256 {got} does not match the expected {sha256}; "
-                                    f"the file was not kept")
+                    raise DownloadError(f"{url}: SHA-256 {got} does not match the expected {sha256}; "
+                                        f"the file was not kept", reason="the file's SHA-256 did not match")
     except OSError as e:
-        raise UserError(f"cannot download {url}: {e}") from e
+        # a URLError's reason is the cause without the URL ("[Errno -2] Name or service not known")
+        raise DownloadError(f"cannot download {url}: {e}", reason=str(getattr(e, "reason", e))) from e
     return dest
 
 

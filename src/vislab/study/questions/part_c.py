@@ -14,6 +14,17 @@ def target(ev: Evidence, role: str, key: str = "target_accuracy") -> tuple[float
     return mean, std, f"{mean:.3f}" + (f" +- {std:.3f} ({len(values)} seeds)" if std is not None else "")
 
 
+def spread(ev: Evidence, role: str, name: str, key: str = "target_accuracy") -> dict[str, float]:
+    """The numbers beside a mean over seeds: ``{name}_std`` and ``{name}_seeds`` (none for one seed)."""
+    _, std, _ = target(ev, role, key)
+    return {} if std is None else {f"{name}_std": std, f"{name}_seeds": len(ev.all_metrics(role))}
+
+
+def first_seed(ev: Evidence, role: str) -> str:
+    """' (seed 0)' when the role ran with several seeds and a sentence or table reads only the first."""
+    return " (seed 0)" if len(ev.all_metrics(role)) > 1 else ""
+
+
 @question("C1", "The three parts without the GRL: what happens?", ("adapt_nogrl", "adapt_source_only", "adapt_dann"))
 def c1(ev: Evidence, a: Answer) -> None:
     dom, _, dom_t = target(ev, "adapt_nogrl", "domain_accuracy")
@@ -28,7 +39,8 @@ def c1(ev: Evidence, a: Answer) -> None:
     conclusion = (": the reversal is what aligns the domains" if dann > max(nogrl, so) + 0.01 else
                   ", so in this run the reversal did not beat both")
     a.say(f"Target accuracy without the GRL is {nogrl_t}, {verdict} source-only training ({so_t}), while DANN "
-          f"reaches {dann_t}{conclusion}.", nogrl_target=nogrl, source_only_target=so, dann_target=dann)
+          f"reaches {dann_t}{conclusion}.", nogrl_target=nogrl, source_only_target=so, dann_target=dann,
+          **spread(ev, "adapt_source_only", "source_only_target"), **spread(ev, "adapt_dann", "dann_target"))
     a.table("Target (MNIST-M) accuracy", ["training", "target accuracy", "domain classifier accuracy"],
             [[r, target(ev, r)[2], target(ev, r, "domain_accuracy")[2]]
              for r in ("adapt_source_only", "adapt_dann", "adapt_nogrl")])
@@ -37,17 +49,19 @@ def c1(ev: Evidence, a: Answer) -> None:
 @question("C2", "Why can source accuracy drop?", ("adapt_source_only", "adapt_dann"))
 def c2(ev: Evidence, a: Answer) -> None:
     so, dann = ev.metrics("adapt_source_only"), ev.metrics("adapt_dann")
-    drop = so["source_accuracy"] - dann["source_accuracy"]
-    worst = min(h["source_accuracy"] for h in dann["history"])
+    so_mean, _, so_t = target(ev, "adapt_source_only", "source_accuracy")
+    dann_mean, _, dann_t = target(ev, "adapt_dann", "source_accuracy")
+    drop = so_mean - dann_mean
+    worst = min(h["source_accuracy"] for m in ev.all_metrics("adapt_dann") for h in m["history"])
     wording = (f"DANN ends {100 * drop:.1f} points below source-only on the source test set" if drop > 0 else
                f"DANN ends {100 * -drop:.1f} points above source-only on the source test set")
-    a.say(f"{wording} ({dann['source_accuracy']:.4f} vs {so['source_accuracy']:.4f}); its lowest source accuracy "
-          f"over the epochs is {worst:.4f}.", source_drop=drop, dann_min_source=worst,
-          dann_source=dann["source_accuracy"], source_only_source=so["source_accuracy"])
+    a.say(f"{wording} ({dann_t} vs {so_t}); its lowest source accuracy over the epochs"
+          f"{' of any seed' if first_seed(ev, 'adapt_dann') else ''} is {worst:.4f}.", source_drop=drop,
+          dann_min_source=worst, dann_source=dann_mean, source_only_source=so_mean)
     a.explain("The features must now also be domain-invariant: the adversarial term removes information that helped "
           "classify MNIST (e.g. the exact stroke intensity), and the min-max game shakes the features while the "
           "label classifier keeps adapting to them.")
-    a.table("Source (MNIST) test accuracy per epoch", ["epoch", "source-only", "DANN"],
+    a.table(f"Source (MNIST) test accuracy per epoch{first_seed(ev, 'adapt_dann')}", ["epoch", "source-only", "DANN"],
             [[i + 1, s["source_accuracy"] if (s := (so["history"][i] if i < len(so["history"]) else None)) else None,
               dann["history"][i]["source_accuracy"]] for i in range(len(dann["history"]))])
     a.show("DANN curves", ev.figure("adapt_dann", "curves.png"))
@@ -85,13 +99,15 @@ def c4(ev: Evidence, a: Answer) -> None:
     pl_mean, _, pl_t = target(ev, "adapt_pl")
     dann_mean, _, dann_t = target(ev, "adapt_dann")
     a.say(f"Pseudo-labelling gives the target images the model is most confident about its own predicted labels "
-          f"and trains on them as if labelled, in {len(rounds)} rounds: {rounds[0]['count']:,} labels at "
+          f"and trains on them as if labelled, in {len(rounds)} rounds{first_seed(ev, 'adapt_pl')}: "
+          f"{rounds[0]['count']:,} labels at "
           f"{rounds[0]['accuracy']:.3f} accuracy first, {rounds[-1]['count']:,} at {rounds[-1]['accuracy']:.3f} last.",
           first_round_count=rounds[0]["count"], first_round_accuracy=rounds[0]["accuracy"],
           last_round_count=rounds[-1]["count"], last_round_accuracy=rounds[-1]["accuracy"])
     gain = pl_mean - dann_mean
     a.say(f"Target accuracy {'rises' if gain > 0 else 'changes'} from {dann_t} (DANN) to {pl_t} with pseudo-labels "
-          f"({100 * gain:+.1f} points).", dann_target=dann_mean, pl_target=pl_mean)
-    a.table("Pseudo-label rounds", ["round", "epoch", "count", "accuracy (read only for this table)"],
+          f"({100 * gain:+.1f} points).", dann_target=dann_mean, pl_target=pl_mean,
+          **spread(ev, "adapt_dann", "dann_target"), **spread(ev, "adapt_pl", "pl_target"))
+    a.table(f"Pseudo-label rounds{first_seed(ev, 'adapt_pl')}", ["round", "epoch", "count", "accuracy (read only for this table)"],
             [[r["round"], r["epoch"], r["count"], r["accuracy"]] for r in rounds])
     a.show("t-SNE of the features before/after", ev.figure("adapt_pl", "tsne.png"))

@@ -72,6 +72,11 @@ def download(url: str, dest: str | Path, sha256: str | None = None) -> Path:
     return dest
 
 
+def failure_phrase(e: UserError) -> str:
+    """A fetch's failure in a few words: a download's cause once (not every URL tried), else the message."""
+    return f"the download failed ({e.reason})" if isinstance(e, DownloadError) else str(e)
+
+
 # tarfile's extraction filters came in these releases (PEP 706); older ones cannot extract safely.
 _DATA_FILTER_VERSIONS = "3.10.12, 3.11.4, 3.12 or newer"
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import DownloadError, UserError
-from .download import cache_dir, download
+from .download import cache_dir, download, failure_phrase
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 # SHA-256 of LeCun's four gzip files (those torchvision pins by MD5), as published alike in the code
@@ -238,7 +238,7 @@ def choose_mnist(root: str | Path | None = None, *, download: bool = True, subse
         try:
             fetch_mnist(cache)
         except UserError as e:
-            passed_over.append(f"the download failed ({e.reason})" if isinstance(e, DownloadError) else str(e))
+            passed_over.append(failure_phrase(e))
             details.append(str(e))
         else:
             if (found := from_folder(cache)) is not None:

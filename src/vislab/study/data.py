@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from ..data.download import cache_dir
+from ..data.download import cache_dir, failure_phrase
 from ..io import atomic_path
-from ..errors import DownloadError, UserError
+from ..errors import UserError
 
 
 @dataclasses.dataclass
@@ -97,7 +97,7 @@ def _scenes(root, download, digits, per_class, values, subs, sources):
             values["scenes"], sources["scenes"] = str(folder), f"15-Scene, downloaded: {folder}"
             return
         except UserError as e:
-            reasons.append(f"the download failed ({e.reason})" if isinstance(e, DownloadError) else str(e))
+            reasons.append(failure_phrase(e))
     else:
         reasons.append("downloads were turned off")
     values["scenes"] = str(_digit_folder(digits, per_class))

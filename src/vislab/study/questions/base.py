@@ -91,6 +91,10 @@ class Evidence:
         """metrics.json of the role's first run (seed 0)."""
         return self.all_metrics(role)[0]
 
+    def seeds(self, role: str) -> int:
+        """How many seeds' runs the role has."""
+        return len(self._folders(role))
+
     def all_metrics(self, role: str) -> list[dict[str, Any]]:
         """metrics.json of every seed's run of the role."""
         return [json.loads((self.study_dir / f / "metrics.json").read_text()) for f in self._folders(role)]

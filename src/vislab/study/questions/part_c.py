@@ -14,23 +14,23 @@ def target(ev: Evidence, role: str, key: str = "target_accuracy") -> tuple[float
     return mean, std, f"{mean:.3f}" + (f" +- {std:.3f} ({len(values)} seeds)" if std is not None else "")
 
 
-def spread(ev: Evidence, role: str, name: str, key: str = "target_accuracy") -> dict[str, float]:
-    """The numbers beside a mean over seeds: ``{name}_std`` and ``{name}_seeds`` (none for one seed)."""
-    _, std, _ = target(ev, role, key)
-    return {} if std is None else {f"{name}_std": std, f"{name}_seeds": len(ev.all_metrics(role))}
+def spread(ev: Evidence, role: str, name: str, std: float | None) -> dict[str, float]:
+    """The numbers beside a mean over seeds (``std`` from :func:`target`): ``{name}_std`` and
+    ``{name}_seeds``; none for one seed."""
+    return {} if std is None else {f"{name}_std": std, f"{name}_seeds": ev.seeds(role)}
 
 
 def first_seed(ev: Evidence, role: str) -> str:
     """' (seed 0)' when the role ran with several seeds and a sentence or table reads only the first."""
-    return " (seed 0)" if len(ev.all_metrics(role)) > 1 else ""
+    return " (seed 0)" if ev.seeds(role) > 1 else ""
 
 
 @question("C1", "The three parts without the GRL: what happens?", ("adapt_nogrl", "adapt_source_only", "adapt_dann"))
 def c1(ev: Evidence, a: Answer) -> None:
     dom, _, dom_t = target(ev, "adapt_nogrl", "domain_accuracy")
     nogrl, _, nogrl_t = target(ev, "adapt_nogrl")
-    so, _, so_t = target(ev, "adapt_source_only")
-    dann, _, dann_t = target(ev, "adapt_dann")
+    so, so_std, so_t = target(ev, "adapt_source_only")
+    dann, dann_std, dann_t = target(ev, "adapt_dann")
     a.say(f"Without the gradient reversal the feature extractor helps the domain classifier instead of fooling it: "
           f"the domain classifier reaches {dom_t} test accuracy"
           + (" (it separates the domains perfectly)." if dom >= 0.995 else
@@ -40,7 +40,8 @@ def c1(ev: Evidence, a: Answer) -> None:
                   ", so in this run the reversal did not beat both")
     a.say(f"Target accuracy without the GRL is {nogrl_t}, {verdict} source-only training ({so_t}), while DANN "
           f"reaches {dann_t}{conclusion}.", nogrl_target=nogrl, source_only_target=so, dann_target=dann,
-          **spread(ev, "adapt_source_only", "source_only_target"), **spread(ev, "adapt_dann", "dann_target"))
+          **spread(ev, "adapt_source_only", "source_only_target", so_std),
+          **spread(ev, "adapt_dann", "dann_target", dann_std))
     a.table("Target (MNIST-M) accuracy", ["training", "target accuracy", "domain classifier accuracy"],
             [[r, target(ev, r)[2], target(ev, r, "domain_accuracy")[2]]
              for r in ("adapt_source_only", "adapt_dann", "adapt_nogrl")])
@@ -96,8 +97,8 @@ def c3(ev: Evidence, a: Answer) -> None:
 def c4(ev: Evidence, a: Answer) -> None:
     pl = ev.metrics("adapt_pl")
     rounds = pl["pseudo_label_rounds"]
-    pl_mean, _, pl_t = target(ev, "adapt_pl")
-    dann_mean, _, dann_t = target(ev, "adapt_dann")
+    pl_mean, pl_std, pl_t = target(ev, "adapt_pl")
+    dann_mean, dann_std, dann_t = target(ev, "adapt_dann")
     a.say(f"Pseudo-labelling gives the target images the model is most confident about its own predicted labels "
           f"and trains on them as if labelled, in {len(rounds)} rounds{first_seed(ev, 'adapt_pl')}: "
           f"{rounds[0]['count']:,} labels at "
@@ -107,7 +108,7 @@ def c4(ev: Evidence, a: Answer) -> None:
     gain = pl_mean - dann_mean
     a.say(f"Target accuracy {'rises' if gain > 0 else 'changes'} from {dann_t} (DANN) to {pl_t} with pseudo-labels "
           f"({100 * gain:+.1f} points).", dann_target=dann_mean, pl_target=pl_mean,
-          **spread(ev, "adapt_dann", "dann_target"), **spread(ev, "adapt_pl", "pl_target"))
+          **spread(ev, "adapt_dann", "dann_target", dann_std), **spread(ev, "adapt_pl", "pl_target", pl_std))
     a.table(f"Pseudo-label rounds{first_seed(ev, 'adapt_pl')}", ["round", "epoch", "count", "accuracy (read only for this table)"],
             [[r["round"], r["epoch"], r["count"], r["accuracy"]] for r in rounds])
     a.show("t-SNE of the features before/after", ev.figure("adapt_pl", "tsne.png"))

@@ -1,6 +1,6 @@
 """The one table printer (vislab.reporting.tables)."""
 from vislab.models.summary import LayerRow
-from vislab.reporting.tables import format_cell, layers_markdown, markdown_table
+from vislab.reporting.tables import format_cell, layers_markdown, markdown_table, mean_std
 
 
 def test_markdown_table_by_hand():
@@ -40,3 +40,8 @@ def test_layers_markdown_shape_without_batch_params_with_commas_share_in_percent
         "| conv1 | Conv2d | 64x112x112   |     9,408 | 25.00% |",
         "| fc    | Linear | -            | 1,234,567 | 75.00% |",
     ]
+
+
+def test_mean_std_writes_a_mean_over_seeds_and_a_bare_single_seed():
+    assert mean_std(0.79467, 0.01642, 3) == "0.795 +- 0.016 (3 seeds)"
+    assert mean_std(0.5229) == "0.523"

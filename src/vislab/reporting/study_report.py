@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import write_bytes, write_json, write_text
+from .tables import mean_std
 
 PARTS = {
     "A": "Part A: an ImageNet CNN, and transfer learning",
@@ -53,9 +54,10 @@ def summary_rows(answers: list) -> list[dict[str, str]]:
             continue
         qid = a.id
         v = a.numbers[key]
-        value = f"{v:,}" if isinstance(v, int) else f"{v:.3f}"
         if f"{key}_std" in a.numbers:  # a mean over seeds
-            value += f" +- {a.numbers[key + '_std']:.3f} ({a.numbers[key + '_seeds']} seeds)"
+            value = mean_std(v, a.numbers[f"{key}_std"], a.numbers[f"{key}_seeds"])
+        else:
+            value = f"{v:,}" if isinstance(v, int) else f"{v:.3f}"
         rows.append({"measure": measure, "question": qid, "reference": reference, "value": value,
                      # a substitute's number is not comparable with the reference beside it: say so on its row
                      "data": f"substitute (see {qid})" if a.substituted else "as in SPEC.md"})

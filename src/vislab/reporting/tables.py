@@ -23,6 +23,12 @@ def format_cell(value: Any, spec: Format | None = None) -> str:
     return str(value)
 
 
+def mean_std(mean: float, std: float | None = None, seeds: int = 1) -> str:
+    """A mean over seeds as the report writes it everywhere: ``0.795 +- 0.016 (3 seeds)``; one seed
+    (``std`` None) is the bare value."""
+    return f"{mean:.3f}" + (f" +- {std:.3f} ({seeds} seeds)" if std is not None else "")
+
+
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Mapping[str, str],
                    formats: Mapping[str, Format] | None = None, right: Sequence[str] | None = None) -> str:
     """``rows`` (dicts) as a Markdown table, one line per row, no trailing newline.

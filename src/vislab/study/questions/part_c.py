@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import statistics
 
+from ...reporting.tables import mean_std
 from .base import Answer, Evidence, question
 
 
@@ -11,7 +12,7 @@ def target(ev: Evidence, role: str, key: str = "target_accuracy") -> tuple[float
     values = [m[key] for m in ev.all_metrics(role)]
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else None
-    return mean, std, f"{mean:.3f}" + (f" +- {std:.3f} ({len(values)} seeds)" if std is not None else "")
+    return mean, std, mean_std(mean, std, len(values))
 
 
 def spread(ev: Evidence, role: str, name: str, std: float | None) -> dict[str, float]:

@@ -503,6 +503,29 @@ def test_finetune_trains_a_copy_of_the_backbone():
     assert all(not p.requires_grad for p in bb.net.parameters())
 
 
+def test_channels_last_training_takes_the_same_steps():
+    """The layout is a speed choice only: same losses and weights (up to rounding) after a few steps,
+    the optimizer still holding the network's own parameters."""
+    x, y = torch.rand(6, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2])
+    results = []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        net = SmallCNN(3, width=4)
+        trainer = trainers.EndToEndTrainer(net, torch.optim.SGD(net.parameters(), lr=0.1), torch.device("cpu"),
+                                           channels_last=channels_last)
+        conv = net.features[0].weight
+        assert conv.is_contiguous(memory_format=torch.channels_last) == channels_last or conv.shape[1] == 1
+        assert trainer.opt.param_groups[0]["params"][0] is conv
+        for _ in range(3):
+            trainer.update((x, torch.ones(6, dtype=torch.bool), y))
+        accuracy = trainers.evaluate(net, [(x, torch.ones(6, dtype=torch.bool), y)], torch.device("cpu"),
+                                     channels_last=channels_last)[0]
+        results.append(({k: v.clone() for k, v in net.state_dict().items()}, trainer.curves.take(), accuracy))
+    (w0, c0, a0), (w1, c1, a1) = results
+    assert all(torch.allclose(w0[k].float(), w1[k].float(), atol=1e-5) for k in w0)
+    assert c0["train_loss"] == pytest.approx(c1["train_loss"], abs=1e-5) and a0 == a1
+
+
 # --- the command -----------------------------------------------------------------------------
 
 def _run(args: list[str]) -> dict:

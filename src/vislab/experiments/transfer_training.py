@@ -96,7 +96,7 @@ def train_on_images(cfg: TransferConfig, run: Run, net: torch.nn.Module, optimiz
     each epoch."""
     (train, test), (train_ok, test_ok), square = images, readable, (size, size)
     dtype = resolve_precision(cfg.precision, run.device)
-    trainer = trainers.EndToEndTrainer(net, optimizer, run.device, dtype)
+    trainer = trainers.EndToEndTrainer(net, optimizer, run.device, dtype, cfg.channels_last)
     data = ShuffledImageBatches([p for p, ok in zip(train.paths, train_ok) if ok], transform, square,
                                 train.labels[train_ok], cfg.finetune_batch_size, cfg.workers)
     test_loader = image_loader([p for p, ok in zip(test.paths, test_ok) if ok], transform, square,
@@ -104,7 +104,7 @@ def train_on_images(cfg: TransferConfig, run: Run, net: torch.nn.Module, optimiz
     predictions: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def evaluate(epoch: int, means: dict, train_seconds: float) -> dict:
-        test_accuracy, y_true, y_pred = trainers.evaluate(net, test_loader, run.device, dtype)
+        test_accuracy, y_true, y_pred = trainers.evaluate(net, test_loader, run.device, dtype, cfg.channels_last)
         predictions["test"] = (y_true, y_pred)
         return {**trainers.epoch_curves(trainer), "test_accuracy": test_accuracy}
 
@@ -113,7 +113,7 @@ def train_on_images(cfg: TransferConfig, run: Run, net: torch.nn.Module, optimiz
                  resume=cfg.resume, evaluate=evaluate, max_minutes=cfg.max_minutes,
                  stop_after_steps=cfg.stop_after_steps, desc=desc)
     if "test" not in predictions:  # resumed after this training had finished: its final weights came back
-        predictions["test"] = trainers.evaluate(net, test_loader, run.device, dtype)[1:]
+        predictions["test"] = trainers.evaluate(net, test_loader, run.device, dtype, cfg.channels_last)[1:]
     return ImageTraining(trainers.as_curves(result.history), round(sum(row["seconds"] for row in result.history), 3),
                          *predictions["test"], params=sum(p.numel() for p in net.parameters()))
 

@@ -174,11 +174,20 @@ def a5(ev: Evidence, a: Answer) -> None:
         fit = "it overfits: it fits the training images far better than it generalises"
     else:
         fit = "it generalises about as well as it fits"
-    a.say(f"A small CNN trained from scratch on the same images reaches {scratch['train_accuracy']:.3f} on the "
+    a.say(f"A small CNN ({scratch['params']:,} parameters) trained from scratch on the same images for "
+          f"{scratch['epochs']} epoch(s) at {scratch['input_size']} px reaches {scratch['train_accuracy']:.3f} on the "
           f"training set and {scratch['test_accuracy']:.3f} on the test set ({fit}), against "
           f"{svm['test_accuracy']:.3f} for ImageNet features + a linear SVM.",
+          scratch_params=scratch["params"], scratch_epochs=scratch["epochs"],
           scratch_train=scratch["train_accuracy"], scratch_test=scratch["test_accuracy"],
           transfer_test=svm["test_accuracy"])
+    lead = svm["test_accuracy"] - scratch["test_accuracy"]
+    if lead > 0.02:
+        a.say(f"Transfer is {lead * 100:.1f} points ahead, with the backbone left as ImageNet trained it.", transfer_lead=lead)
+    else:
+        a.say(f"On this task the small network trained from scratch matches transfer ({-lead * 100:+.1f} points): "
+              f"with {params / scratch['params']:,.0f} times fewer parameters than VGG16, these images are enough.",
+              transfer_lead=lead)
 
 
 @question("A6", "How does ImageNet pre-training help?", ("transfer", "transfer_random"))

@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from torchmetrics.image.kid import KernelInceptionDistance
 from torch import nn
 
 from vislab.cli import main
 from vislab.io import torch_load
 from vislab.methods.gan import (GAN, discriminator_loss, generate, generator_loss, grid_inputs, interpolate_latents,
                                 interpolation_inputs, make_optimizers, train_step)
-from vislab.methods.gan_metrics import (conditional_accuracy, extract_features, fid_kid, fid_kid_from_features,
-                                        real_baseline, sample_metrics)
+from vislab.methods.gan_metrics import (_Precomputed, conditional_accuracy, extract_features, fid_kid,
+                                        fid_kid_from_features, real_baseline, sample_metrics)
 from vislab.methods.digit_classifier import ShiftedDigits, train_classifier
 from vislab.models.dcgan import (Generator, _HeadConv, _ProjectT,
                                  build_gan, count_parameters)
@@ -285,6 +286,20 @@ def test_fid_from_features_matches_closed_form_for_shifted_gaussians():
     assert out["fid"] == pytest.approx(5.0, rel=1e-3)
     with pytest.raises(ValueError, match="at least 2"):
         fid_kid_from_features(a[:1], b)
+
+
+def test_kid_subsets_are_at_most_half_the_sets_so_their_std_measures_something():
+    torch.manual_seed(0)
+    a, b = torch.randn(200, 8), torch.randn(200, 8) + 0.3
+    # asked for subsets of 1,000 from 200 images: subsets of 100, which differ, so the std is real
+    out = fid_kid_from_features(a, b, kid_subset_size=1000, kid_subsets=20)
+    assert out["kid_std"] > 1e-3 * abs(out["kid"])
+    assert out == fid_kid_from_features(a, b, kid_subset_size=100, kid_subsets=20)
+    # subsets of the whole set would all be the same estimate: no spread but rounding
+    whole = KernelInceptionDistance(feature=_Precomputed(8), subsets=20, subset_size=200)
+    whole.update(a, real=True)
+    whole.update(b, real=False)
+    assert float(whole.compute()[1]) < 1e-6
 
 
 def test_extract_features_requires_num_features_and_conditional_accuracy():

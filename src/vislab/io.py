@@ -208,7 +208,11 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
+    fmt = path.suffix.lstrip(".") or "png"
+    # zlib level 1, not Pillow's 6: a photo panel figure encoded in half the time (0.30 s vs 0.65 s),
+    # 17% larger; the quick study saves about 250 figures; its report shows thumbnails of them.
+    options = {"pil_kwargs": {"compress_level": 1}} if fmt == "png" else {}
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=fmt, **options)
     plt.close(fig)
     return path

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from vislab.study.profile import load_profile
 from vislab.study.questions import QUESTIONS
 from vislab.study.questions.base import Answer, Evidence
@@ -45,3 +47,20 @@ def test_a_substitution_shared_by_several_roles_is_stated_once(tmp_path):
     outcomes = {r: [Outcome(r, r, r, "done")] for r in ("gan", "gan_cdcgan")}
     [a] = answer_questions(["D6"], tmp_path, outcomes, {}, {"gan": [note], "gan_cdcgan": [note]}, {})
     assert a.status == "answered" and a.notes == [note] and a.substituted
+
+
+@pytest.mark.parametrize("counts, phrase", [
+    ([100] * 10, "G covers every digit"),
+    ([300, 0, 100, 100, 100, 100, 100, 100, 100, 0], "G under-produces some digits (partial mode collapse)"),
+    ([20, 0, 0, 951, 0, 0, 29, 0, 0, 0], "G draws mostly what the classifier calls a 3 (mode collapse"),
+])
+def test_d2_words_the_class_histogram_by_its_shares(tmp_path, counts, phrase):
+    n = sum(counts)
+    hist = {"counts": counts, "max_share": max(counts) / n, "min_share": min(counts) / n, "kl_to_uniform": 0.5}
+    (tmp_path / "gan").mkdir()
+    (tmp_path / "gan" / "metrics.json").write_text(json.dumps(
+        {"fid": 40.0, "fid_real_baseline": 2.0, "kid": 0.01, "kid_real_baseline": 0.001, "class_histogram": hist}))
+    a = Answer("D2", QUESTIONS["D2"].text)
+    QUESTIONS["D2"].answer(Evidence(tmp_path, {"gan": ["gan"]}), a)
+    assert phrase in a.text, a.text
+    assert f"the most frequent digit takes {100 * max(counts) / n:.1f}%" in a.text

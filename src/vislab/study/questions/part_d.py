@@ -35,8 +35,14 @@ def d2(ev: Evidence, a: Answer) -> None:
           f"on the MNIST-classifier features: FID {m['fid']:.1f} against a real-vs-real floor of "
           f"{m['fid_real_baseline']:.1f} (KID {m['kid']:.4f} vs {m['kid_real_baseline']:.4f}).",
           fid=m["fid"], fid_floor=m["fid_real_baseline"], kid=m["kid"])
-    coverage = ("covers every digit" if hist["min_share"] > 0.03 else "under-produces some digits (partial mode "
-                "collapse)")
+    top = max(range(10), key=lambda d: hist["counts"][d])
+    if hist["max_share"] > 0.5:  # one class takes most samples: beyond "some digits missing"
+        coverage = (f"draws mostly what the classifier calls a {top} (mode collapse, or samples not yet digit-like "
+                    f"enough for the classifier to tell apart)")
+    elif hist["min_share"] <= 0.03:
+        coverage = "under-produces some digits (partial mode collapse)"
+    else:
+        coverage = "covers every digit"
     a.say(f"Class histogram of the samples: the most frequent digit takes {pct(hist['max_share'])}, the rarest "
           f"{pct(hist['min_share'])} (uniform: 10%); KL to uniform {hist['kl_to_uniform']:.3f}, so G {coverage}.",
           max_share=hist["max_share"], min_share=hist["min_share"], kl_to_uniform=hist["kl_to_uniform"])

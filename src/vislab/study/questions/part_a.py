@@ -183,7 +183,8 @@ def a5(ev: Evidence, a: Answer) -> None:
           transfer_test=svm["test_accuracy"])
     lead = svm["test_accuracy"] - scratch["test_accuracy"]
     if lead > 0.02:
-        a.say(f"Transfer is {lead * 100:.1f} points ahead, with the backbone left as ImageNet trained it.", transfer_lead=lead)
+        a.say(f"Transfer is {lead * 100:.1f} points ahead, with the backbone left as ImageNet trained it.",
+              transfer_lead=lead)
     else:
         a.say(f"On this task the small network trained from scratch matches transfer ({-lead * 100:+.1f} points): "
               f"with {params / scratch['params']:,.0f} times fewer parameters than VGG16, these images are enough.",

@@ -35,8 +35,8 @@ def d2(ev: Evidence, a: Answer) -> None:
           f"on the MNIST-classifier features: FID {m['fid']:.1f} against a real-vs-real floor of "
           f"{m['fid_real_baseline']:.1f} (KID {m['kid']:.4f} vs {m['kid_real_baseline']:.4f}).",
           fid=m["fid"], fid_floor=m["fid_real_baseline"], kid=m["kid"])
-    top = max(range(10), key=lambda d: hist["counts"][d])
     if hist["max_share"] > 0.5:  # one class takes most samples: beyond "some digits missing"
+        top = max(range(len(hist["counts"])), key=lambda d: hist["counts"][d])
         coverage = (f"draws mostly what the classifier calls a {top} (mode collapse, or samples not yet digit-like "
                     f"enough for the classifier to tell apart)")
     elif hist["min_share"] <= 0.03:

@@ -52,7 +52,7 @@ def test_a_substitution_shared_by_several_roles_is_stated_once(tmp_path):
 @pytest.mark.parametrize("counts, phrase", [
     ([100] * 10, "G covers every digit"),
     ([300, 0, 100, 100, 100, 100, 100, 100, 100, 0], "G under-produces some digits (partial mode collapse)"),
-    ([20, 0, 0, 951, 0, 0, 29, 0, 0, 0], "G draws mostly what the classifier calls a 3 (mode collapse"),
+    ([20, 0, 0, 951, 0, 0, 29, 0, 0, 0], "G draws mostly what the classifier calls the digit 3 (mode collapse"),
 ])
 def test_d2_words_the_class_histogram_by_its_shares(tmp_path, counts, phrase):
     n = sum(counts)

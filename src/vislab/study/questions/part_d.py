@@ -37,7 +37,7 @@ def d2(ev: Evidence, a: Answer) -> None:
           fid=m["fid"], fid_floor=m["fid_real_baseline"], kid=m["kid"])
     if hist["max_share"] > 0.5:  # one class takes most samples: beyond "some digits missing"
         top = max(range(len(hist["counts"])), key=lambda d: hist["counts"][d])
-        coverage = (f"draws mostly what the classifier calls a {top} (mode collapse, or samples not yet digit-like "
+        coverage = (f"draws mostly what the classifier calls the digit {top} (mode collapse, or samples not yet digit-like "
                     f"enough for the classifier to tell apart)")
     elif hist["min_share"] <= 0.03:
         coverage = "under-produces some digits (partial mode collapse)"

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.domains import DomainBatch
+from ..models.layout import in_layout
 from ..precision import autocast, resolve_precision
 from .grl import dann_lr, grad_reverse, grl_lambda
 
@@ -119,7 +120,7 @@ class Algorithm(nn.Module):
         return autocast(x.device, self.compute_dtype)
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.hp.channels_last else x
+        return in_layout(x, self.hp.channels_last)
 
     def _sgd_step(self, loss: torch.Tensor) -> None:
         lr = self.lr()

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..models.backbones import Backbone, PixelModel
 from ..models.fold import fold_batchnorm
+from ..models.layout import in_layout
 from ..models.taps import LayerTap
 from ..precision import autocast, precision_name, resolve_precision
 
@@ -149,8 +150,7 @@ class FeatureExtractor:
         x = x.to(self.device, non_blocking=True)
         if self.bf16_weights:
             x = x.to(torch.bfloat16)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = in_layout(x, self.channels_last)
         with torch.inference_mode(), autocast(self.device, None if self.bf16_weights else self.dtype):
             out = self._tap(x)
         return {layer: pool_output(out[path], self.pool).float().cpu()

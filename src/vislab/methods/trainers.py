@@ -18,6 +18,7 @@ from torch import nn
 
 from .. import distributed
 from ..models.backbones import Backbone
+from ..models.layout import in_layout
 from ..models.taps import LayerTap
 from ..precision import autocast
 from ..training import Plan, fit
@@ -201,7 +202,7 @@ def evaluate(net: nn.Module, loader, device: torch.device, dtype: torch.dtype | 
         for x, ok, y in loader:
             if not ok.any():
                 continue
-            logits = net(x[ok].to(device, memory_format=_layout(channels_last)))
+            logits = net(in_layout(x[ok].to(device), channels_last))
             preds.append(logits.argmax(1).cpu())
             ys.append(y[ok])
     y_true, y_pred = torch.cat(ys).numpy(), torch.cat(preds).numpy()
@@ -220,18 +221,15 @@ class EndToEndTrainer(ClassifierTrainer):
                  dtype: torch.dtype | None = None, channels_last: bool = False):
         super().__init__(net, opt)
         self.device, self.dtype, self.channels_last = device, dtype, channels_last
-        net.to(memory_format=_layout(channels_last))  # in place: the optimizer keeps the same parameters
+        if channels_last:
+            net.to(memory_format=torch.channels_last)  # in place: the optimizer keeps the same parameters
 
     def update(self, batch) -> dict[str, float]:
         x, ok, y = batch
         if not ok.any():
             return {}
         self.model.train()
-        x, y = x[ok].to(self.device, memory_format=_layout(self.channels_last)), y[ok].to(self.device)
+        x, y = in_layout(x[ok].to(self.device), self.channels_last), y[ok].to(self.device)
         with autocast(self.device, self.dtype):
             logits = self.model(x)
         return self.step(logits, y)
-
-
-def _layout(channels_last: bool) -> torch.memory_format:
-    return torch.channels_last if channels_last else torch.preserve_format

@@ -13,6 +13,11 @@ def is_channels_last(t: torch.Tensor) -> bool:
     return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
 
 
+def in_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """``x`` channels-last when asked (the layout oneDNN's and cuDNN's convolutions want), else as it is."""
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
 class _FlattenKeepLayout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:

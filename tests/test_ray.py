@@ -207,13 +207,13 @@ class _FakeRay:
 
 
 def test_runs_sharing_a_cache_wait_for_the_first_of_their_command(tmp_path, capsys):
-    from vislab.study.executors import _Scheduler
+    from vislab.study.executors import RayWorkers, _Scheduler
     from vislab.study.plan import RunSpec
 
     specs = [RunSpec("dann", "adapt", {"mode": ["dann"]}, 0), RunSpec("pl", "adapt", {"mode": ["dann+pl"]}, 0),
              RunSpec("viz", "classviz", {"target": [1]}, 0), RunSpec("viz2", "classviz", {"target": [2]}, 0)]
     ray = _FakeRay(fail={"pl"})
-    outcomes = _Scheduler(ray, specs, tmp_path, tmp_path / "study.log", True, 1).run()
+    outcomes = _Scheduler(RayWorkers(ray, specs, tmp_path, True, 1), specs, tmp_path, tmp_path / "study.log").run()
     # classviz fills no shared cache: both start at once; the second adapt run waits for the first
     assert ray.events[:3] == ["start dann", "start viz", "start viz2"]
     assert ray.events.index("start pl") > ray.events.index("end dann")
@@ -234,11 +234,11 @@ def test_a_task_larger_than_every_node_is_refused_not_left_waiting():
 
 
 def test_the_scheduler_refuses_a_task_too_large_before_starting_any(tmp_path):
-    from vislab.study.executors import _Scheduler
+    from vislab.study.executors import RayWorkers
     from vislab.study.plan import RunSpec
 
     ray = _FakeRay()
     specs = [RunSpec("viz", "classviz", {"target": [1]}, 0)]
     with pytest.raises(UserError, match=r"--cpus-per-task 3: no node"):
-        _Scheduler(ray, specs, tmp_path, tmp_path / "study.log", True, 3)
+        RayWorkers(ray, specs, tmp_path, True, 3)
     assert ray.events == []  # nothing was started

@@ -48,8 +48,8 @@ class ExecutorOptions:
     """Where the work of study and transfer runs: this process, or the tasks of a Ray cluster."""
 
     executor: Literal["local", "ray"] = option(
-        "local", "local: one after the other in this process; ray: in parallel as Ray tasks (pip install "
-                 "'vislab[ray]'), on the cluster at --address", resume_safe=True)
+        "local", "local: on this machine (vislab study: see --jobs); ray: in parallel as Ray tasks "
+                 "(pip install 'vislab[ray]'), on the cluster at --address", resume_safe=True)
     address: str | None = option(None, "Ray cluster to join (e.g. 10.0.0.1:6379 or ray://head:10001); default "
                                        "$RAY_ADDRESS, else a local cluster sized to this machine", resume_safe=True)
     cpus_per_task: int | None = option(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -44,6 +45,10 @@ class _StudyOptions:
     backgrounds: str | None = option(None, "MNIST-M background photos (default: BSDS500 if fetched, else bundled)")
     download: bool = option(True, "try downloading MNIST / 15-Scene when they are not found locally")
     device: Literal["auto", "cpu", "cuda"] = option("auto", "device of every run")
+    jobs: int | None = option(
+        None, "local executor: runs at once, each in its own worker process (default: when the profile fixes the "
+              "torch threads per run, as the quick one does, this machine's cores / those threads, as memory "
+              "allows; else 1: one after the other in this process, with its threads)", min=1)
 
 
 @dataclasses.dataclass
@@ -94,7 +99,10 @@ def study(cfg: StudyConfig, profile_override: dict[str, Any] | None = None) -> i
     ids = select_questions(cfg.questions, ORDER)
     roles = list(dict.fromkeys(r for q in ids for r in QUESTIONS[q].roles))
     used = set().union(*(placeholders(profile["roles"].get(r, {}).get("options", {})) for r in roles))
-    data = prepare_data(used & set(PLACEHOLDERS), mnist=cfg.mnist, scenes=cfg.scenes, backgrounds=cfg.backgrounds,
+    # absolute: a data path is part of each run's identity, and the same folder named from another
+    # directory (../shared/data vs /work/shared/data) must find the same runs, another one must not
+    mnist, scenes, backgrounds = (os.path.abspath(p) if p else None for p in (cfg.mnist, cfg.scenes, cfg.backgrounds))
+    data = prepare_data(used & set(PLACEHOLDERS), mnist=mnist, scenes=scenes, backgrounds=backgrounds,
                         download=cfg.download, scene_digits=tuple(profile.get("scene_digits", (100, 50))))
     seeds = cfg.seeds or int(profile.get("seeds", 1))
     specs, problems = plan_runs(roles, profile, data.values, seeds, device=cfg.device)
@@ -103,7 +111,7 @@ def study(cfg: StudyConfig, profile_override: dict[str, Any] | None = None) -> i
     if cfg.dry_run:
         return 0
     ensure_dir(root, where="--out")
-    outcomes = {o.key: o for o in _run(cfg, unique, root, data)}
+    outcomes = {o.key: o for o in _run(cfg, unique, root, data, profile.get("threads"))}
     write_json(root / "study.json", {
         "profile": cfg.profile, "questions": ids, "seeds": seeds, "version": __version__,
         "data": data.sources, "substitutions": data.substitutions, "notes": _role_notes(profile, data),
@@ -116,15 +124,59 @@ def study(cfg: StudyConfig, profile_override: dict[str, Any] | None = None) -> i
     return 0 if answered == total else 1
 
 
-def _run(cfg: StudyConfig, specs: list, root: Path, data) -> list:
+def _run(cfg: StudyConfig, specs: list, root: Path, data, threads: int | None) -> list:
+    """Run the specs with the chosen executor; ``threads``: the profile's torch threads per run (or None)."""
     log = root / "study.log"
-    if cfg.executor == "local" or all(is_finished(root / s.folder) for s in specs):
-        return run_all(specs, root, log=log, resume=cfg.resume)
-    from ..study.executors import run_all_on_ray
+    if cfg.cpus_per_task and threads and cfg.cpus_per_task != threads:
+        raise UserError(f"--cpus-per-task {cfg.cpus_per_task}: the {cfg.profile} profile computes every run with "
+                        f"{threads} torch thread(s) (its numbers depend on it); leave --cpus-per-task out, or set "
+                        f"'threads: {cfg.cpus_per_task}' in a --config file")
+    if all(is_finished(root / s.folder) for s in specs):
+        return run_all(specs, root, log=log, resume=cfg.resume)  # all reused: no workers to start
+    if cfg.executor == "ray":
+        from ..study.executors import run_all_on_ray
 
-    inputs = [p for v in data.values.values() if v is not None for p in (v if isinstance(v, list) else [v])]
-    return run_all_on_ray(specs, root, log=log, resume=cfg.resume, cpus_per_task=cfg.task_cpus(),
-                          address=cfg.address, inputs=inputs)
+        inputs = [p for v in data.values.values() if v is not None for p in (v if isinstance(v, list) else [v])]
+        return run_all_on_ray(specs, root, log=log, resume=cfg.resume, cpus_per_task=threads or cfg.task_cpus(),
+                              address=cfg.address, inputs=inputs)
+    jobs = cfg.jobs or default_jobs(threads)
+    if jobs == 1:
+        return run_all(specs, root, log=log, resume=cfg.resume)
+    from ..study.executors import run_all_in_processes
+
+    print(f"vislab study: {jobs} runs at once, {threads or max(1, cpu_count() // jobs)} torch thread(s) each",
+          file=sys.stderr)
+    return run_all_in_processes(specs, root, log=log, jobs=jobs, threads=max(1, cpu_count() // jobs),
+                                resume=cfg.resume)
+
+
+# Peak resident memory of one quick-study run (measured: the largest, transfer, ~1.6 GB), with margin:
+# the default --jobs never starts more runs than the memory available holds.
+RUN_MEMORY = 2 * 2**30
+
+
+def default_jobs(threads: int | None) -> int:
+    """Runs at once by default: cores / threads per run when the profile fixes them, as memory allows; else 1."""
+    if not threads:
+        return 1
+    return max(1, min(cpu_count() // threads, available_memory() // RUN_MEMORY))
+
+
+def cpu_count() -> int:
+    """The CPUs this process may use (a container's or taskset's limit, not the machine's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new processes (Linux: MemAvailable); elsewhere assume plenty."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 2**62
 
 
 def _check_folder(root: Path) -> None:

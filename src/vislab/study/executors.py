@@ -1,21 +1,27 @@
-"""The Ray executor of a study: each run is one Ray task (``run_one`` on a worker), in parallel.
+"""The parallel executors of a study: each run is one task, on worker processes of this machine
+(``--jobs N``) or on a Ray cluster (``--executor ray``); one scheduler drives both.
 
 Runs are independent (each command trains what it needs, e.g. ``adapt --mode dann+pl`` its own
 DANN), but some runs share vislab's caches, filled by the first run that needs them
 (:data:`CACHE_FAMILIES`). Those caches are written atomically (a unique temporary file renamed over
 the target), so two runs filling the same file at once would only waste work, never corrupt it;
 still, until a family has one finished run, its first run goes alone and the others wait for it.
-Everything else starts at once, as the cluster's resources allow. The study folder (and the data)
-must be on storage every node sees: checked before anything runs.
+Everything else starts at once, as the workers allow. On Ray, the study folder (and the data) must
+be on storage every node sees: checked before anything runs.
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
+import multiprocessing
+import os
+import signal
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Protocol, Sequence
 
-from ..cluster import check_shared_storage, ray_session, task_options, use_threads
+from ..cluster import check_shared_storage, ray_session, task_options
 from .plan import RunSpec
 from .runner import Outcome, is_finished, run_one
 
@@ -33,9 +39,18 @@ def cache_family(spec: RunSpec) -> str | None:
 
 
 def _run_task(spec: RunSpec, study_dir: str, resume: bool, threads: int) -> Outcome:
-    use_threads(threads)
     root = Path(study_dir)
-    return run_one(spec, root, root / RUN_LOGS / f"{Path(spec.folder).name}.log", resume)
+    return run_one(spec, root, root / RUN_LOGS / f"{Path(spec.folder).name}.log", resume, threads)
+
+
+class _Workers(Protocol):
+    """Where the scheduler's tasks run: start one, wait for any, and its outcome (a worker lost = a failed run)."""
+
+    def submit(self, spec: RunSpec) -> Any: ...
+
+    def wait_any(self, handles: list[Any]) -> Any: ...
+
+    def outcome(self, handle: Any, spec: RunSpec) -> Outcome: ...
 
 
 def run_all_on_ray(specs: Sequence[RunSpec], study_dir: Path, *, log: Path, resume: bool = True,
@@ -44,23 +59,127 @@ def run_all_on_ray(specs: Sequence[RunSpec], study_dir: Path, *, log: Path, resu
     one); ``inputs``: the data paths the runs read, which every node must see too."""
     with ray_session(address) as ray:
         check_shared_storage(ray, study_dir, inputs, option="--out")
-        return _Scheduler(ray, list(specs), study_dir, log, resume, cpus_per_task).run()
+        return _Scheduler(RayWorkers(ray, specs, study_dir, resume, cpus_per_task), list(specs), study_dir, log).run()
+
+
+def run_all_in_processes(specs: Sequence[RunSpec], study_dir: Path, *, log: Path, jobs: int, threads: int,
+                         resume: bool = True) -> list[Outcome]:
+    """Run ``specs`` on ``jobs`` worker processes of this machine, each run with ``threads`` torch
+    threads unless its spec fixes its own."""
+    with ProcessWorkers(jobs, study_dir, resume, threads) as workers:
+        return _Scheduler(workers, list(specs), study_dir, log).run()
+
+
+class RayWorkers:
+    def __init__(self, ray: Any, specs: Sequence[RunSpec], root: Path, resume: bool, cpus: int):
+        self.ray, self.root, self.resume, self.cpus = ray, root, resume, cpus
+        self.task = ray.remote(_run_task)
+        self.options: dict[tuple[str, int], dict[str, Any]] = {}  # (device, CPUs) -> task options, asked once
+        for s in specs:  # a task too large for every node: refused now, before any starts
+            key = (s.options.get("device", "auto"), s.threads or cpus)
+            if key not in self.options:
+                self.options[key] = task_options(ray, key[1], key[0])
+
+    def submit(self, spec: RunSpec) -> Any:
+        cpus = spec.threads or self.cpus
+        options = self.options[(spec.options.get("device", "auto"), cpus)]
+        return self.task.options(**options).remote(spec, str(self.root), self.resume, cpus)
+
+    def wait_any(self, handles: list[Any]) -> Any:
+        return self.ray.wait(handles, num_returns=1)[0][0]
+
+    def outcome(self, handle: Any, spec: RunSpec) -> Outcome:
+        try:
+            return self.ray.get(handle)
+        except self.ray.exceptions.RayError as e:  # the worker died (killed for memory, node lost, ...)
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return _lost(spec, self.root, f"the Ray task failed: {reason}")
+
+
+class ProcessWorkers:
+    """A pool of ``jobs`` worker processes (spawned: no fork of a process that runs torch threads)."""
+
+    task = staticmethod(_run_task)  # what a worker does with a spec (a test swaps in a worker that dies)
+
+    def __init__(self, jobs: int, root: Path, resume: bool, threads: int):
+        self.jobs, self.root, self.resume, self.threads = jobs, root, resume, threads
+        self.pool: cf.ProcessPoolExecutor | None = None
+        self.pool_of: dict[Any, cf.ProcessPoolExecutor] = {}  # task -> the pool it went to
+
+    def __enter__(self) -> "ProcessWorkers":
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if self.pool is None:
+            return
+        if exc_type is not None:  # Ctrl-C or an error: stop the runs now (they resume on the next study)
+            _terminate_workers(self.pool)
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, spec: RunSpec) -> Any:
+        if self.pool is None:  # first use, or the pool broke when a worker died: a fresh one
+            self.pool = cf.ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                               initializer=_worker_init, initargs=(os.getpid(),))
+        handle = self.pool.submit(self.task, spec, str(self.root), self.resume, self.threads)
+        self.pool_of[handle] = self.pool
+        return handle
+
+    def wait_any(self, handles: list[Any]) -> Any:
+        done, _ = cf.wait(handles, return_when=cf.FIRST_COMPLETED)
+        return next(h for h in handles if h in done)  # the earliest submitted of those done
+
+    def outcome(self, handle: Any, spec: RunSpec) -> Outcome:
+        pool = self.pool_of.pop(handle)
+        try:
+            return handle.result()
+        except BrokenProcessPool:  # a worker was killed (for memory?): every run the pool held is lost
+            if pool is self.pool:
+                self.pool = None
+            return _lost(spec, self.root, "a worker process of the study died (killed for memory?) during this "
+                                          "run; rerun the study to continue it")
+
+
+def _terminate_workers(pool: cf.ProcessPoolExecutor) -> None:
+    # shutdown() waits for the running tasks (minutes of training) and cannot stop them; Python 3.14
+    # adds terminate_workers(), before it the pool's own process table is the only handle.
+    if hasattr(pool, "terminate_workers"):
+        pool.terminate_workers()
+        return
+    for process in list(getattr(pool, "_processes", {}).values()):
+        with contextlib.suppress(OSError, ValueError):
+            process.terminate()
+
+
+def _worker_init(study_pid: int) -> None:
+    # The runs' own output goes to their logs; their progress bars, from several processes at once,
+    # would overwrite each other on one terminal line: the study prints one line per run instead.
+    sys.stderr = open(os.devnull, "w")  # noqa: SIM115 -- the worker's stderr for its whole life
+    if sys.platform.startswith("linux"):
+        # When the study is killed, its workers must not go on writing into run folders that a rerun
+        # will resume: ask Linux to stop each worker when its parent dies (prctl PR_SET_PDEATHSIG).
+        # Neither multiprocessing nor concurrent.futures offers this.
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))
+    if os.getppid() != study_pid:  # the study died while this worker was starting
+        os._exit(1)
+
+
+def _lost(spec: RunSpec, root: Path, why: str) -> Outcome:
+    return Outcome(spec.role, spec.key, spec.folder, "failed", error=why, command=spec.command_line(str(root)))
 
 
 class _Scheduler:
-    def __init__(self, ray: Any, specs: list[RunSpec], root: Path, log: Path, resume: bool, cpus: int):
-        self.ray, self.specs, self.root, self.log, self.resume, self.cpus = ray, specs, root, log, resume, cpus
-        self.task = ray.remote(_run_task)
+    def __init__(self, workers: _Workers, specs: list[RunSpec], root: Path, log: Path):
+        self.workers, self.specs, self.root, self.log = workers, specs, root, log
         self.outcomes: dict[str, Outcome] = {}
         self.running: dict[Any, RunSpec] = {}
         self.waiting: dict[str, list[RunSpec]] = {}
-        self.options: dict[str, dict[str, Any]] = {}  # device -> task options, asked of the cluster once
-        for device in dict.fromkeys(s.options.get("device", "auto") for s in specs):  # a task too large: refused now
-            self.options[device] = task_options(ray, cpus, device)
 
     def run(self) -> list[Outcome]:
         warm = {cache_family(s) for s in self.specs if is_finished(self.root / s.folder)}
-        started: set[str] = set()
+        started: set[str | None] = set()
         for spec in self.specs:
             family = cache_family(spec)
             if is_finished(self.root / spec.folder):
@@ -71,9 +190,13 @@ class _Scheduler:
             else:
                 self.waiting.setdefault(family, []).append(spec)
         while self.running:
-            [ref], _ = self.ray.wait(list(self.running), num_returns=1)
-            spec = self.running.pop(ref)
-            self._finish(spec, self._result(ref, spec))
+            handle = self.workers.wait_any(list(self.running))
+            spec = self.running.pop(handle)
+            try:
+                outcome = self.workers.outcome(handle, spec)
+            finally:
+                self._collect_log(spec)
+            self._finish(spec, outcome)
             for waiting in self.waiting.pop(cache_family(spec), []):
                 self._submit(waiting)
         with contextlib.suppress(OSError):
@@ -81,18 +204,8 @@ class _Scheduler:
         return [self.outcomes[s.key] for s in self.specs]
 
     def _submit(self, spec: RunSpec) -> None:
-        options = self.options[spec.options.get("device", "auto")]
-        self.running[self.task.options(**options).remote(spec, str(self.root), self.resume, self.cpus)] = spec
-
-    def _result(self, ref: Any, spec: RunSpec) -> Outcome:
-        try:
-            return self.ray.get(ref)
-        except self.ray.exceptions.RayError as e:  # the worker died (killed for memory, node lost, ...)
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            return Outcome(spec.role, spec.key, spec.folder, "failed", error=f"the Ray task failed: {reason}",
-                           command=spec.command_line(str(self.root)))
-        finally:
-            self._collect_log(spec)
+        self.running[self.workers.submit(spec)] = spec
+        print(f"vislab study: started {spec.role} ({spec.command}, seed {spec.seed})", file=sys.stderr, flush=True)
 
     def _collect_log(self, spec: RunSpec) -> None:
         part = self.root / RUN_LOGS / f"{Path(spec.folder).name}.log"

@@ -28,6 +28,9 @@ class RunSpec:
     command: str
     options: dict[str, Any]  # resolved option values (no @placeholders), without the bookkeeping
     seed: int
+    # torch CPU threads the run computes with, when the profile fixes it: float sums depend on the
+    # thread count, so it is part of what the run is (None: whatever the executor gives, not in the key)
+    threads: int | None = None
 
     @functools.cached_property  # derived from the frozen fields; folder/key are read many times
     def config(self) -> dict[str, Any]:
@@ -38,7 +41,10 @@ class RunSpec:
 
     @functools.cached_property
     def key(self) -> str:
-        blob = json.dumps({"command": self.command, "config": self.config, "vislab": __version__}, sort_keys=True)
+        identity = {"command": self.command, "config": self.config, "vislab": __version__}
+        if self.threads is not None:
+            identity["threads"] = self.threads
+        blob = json.dumps(identity, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     @property
@@ -47,7 +53,7 @@ class RunSpec:
         return f"runs/{self.command.replace(' ', '-')}-{self.key[:12]}"
 
     def command_line(self, study_dir: str = "OUT") -> str:
-        """The shell command that makes this run by hand."""
+        """The shell command that makes this run by hand (with the thread count it computes with)."""
         args = ["vislab", self.command]
         for k, v in {**self.options, "seed": self.seed}.items():
             flag = "--" + k.replace("_", "-")
@@ -58,7 +64,8 @@ class RunSpec:
             elif v is not None:
                 args += [flag, str(v)]
         args += ["--out", f"{study_dir}/{self.folder}"]
-        return shlex.join(args)
+        # torch takes its thread count from $OMP_NUM_THREADS when it starts
+        return (f"OMP_NUM_THREADS={self.threads} " if self.threads else "") + shlex.join(args)
 
 
 def command(name: str) -> tuple[type, Any]:
@@ -113,7 +120,11 @@ def resolve_value(value: Any, data: dict[str, Any]) -> Any:
 def plan_runs(roles_needed: list[str], profile: dict[str, Any], data: dict[str, Any], seeds: int,
               device: str = "auto") -> tuple[dict[str, list[RunSpec]], dict[str, str]]:
     """Run specs per role, and for roles that cannot run, why (missing data or role). Every run
-    gets ``device`` unless its role sets one."""
+    gets ``device`` unless its role sets one, and the profile's ``threads`` (if any)."""
+    threads = profile.get("threads")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise UserError(f"study profile: threads: {threads!r}; give a whole number >= 1 (torch threads per run) "
+                        "or leave it out")
     specs: dict[str, list[RunSpec]] = {}
     problems: dict[str, str] = {}
     for role in roles_needed:
@@ -136,7 +147,7 @@ def plan_runs(roles_needed: list[str], profile: dict[str, Any], data: dict[str, 
             options.setdefault("device", device)
         seed_list = list(range(seeds)) if spec.get("seeded") else [int(options.pop("seed", 0))]
         options.pop("seed", None)
-        runs = [RunSpec(role, spec["command"], options, s) for s in seed_list]
+        runs = [RunSpec(role, spec["command"], options, s, threads) for s in seed_list]
         try:  # build the configs now: a bad option is reported with its role, before anything runs
             [r.config for r in runs]  # noqa: B018
         except (UserError, ValueError) as e:

@@ -4,6 +4,7 @@ A profile is data, not code::
 
     description: one line
     seeds: 1                       # default of --seeds: seeded roles run once per seed 0..N-1
+    threads: 1                     # optional: torch threads of every run (part of each run's identity)
     roles:                         # role name -> one vislab command and its options
       inspect_vgg16:
         command: inspect

@@ -36,9 +36,11 @@ def is_finished(folder: Path) -> bool:
     return (folder / "manifest.json").is_file() and (folder / "metrics.json").is_file()
 
 
-def run_one(spec: RunSpec, study_dir: Path, log: Path | None = None, resume: bool = True) -> Outcome:
+def run_one(spec: RunSpec, study_dir: Path, log: Path | None = None, resume: bool = True,
+            threads: int | None = None) -> Outcome:
     """Make one run (or find it finished). Output of the run goes to ``log`` when given. An
-    interrupted run is continued from its checkpoint (``resume``) or started over."""
+    interrupted run is continued from its checkpoint (``resume``) or started over. It computes with
+    ``spec.threads`` torch threads, else ``threads``, else this process's; the count is restored after."""
     folder = study_dir / spec.folder
     out = Outcome(spec.role, spec.key, spec.folder, "reused", command=spec.command_line(str(study_dir)))
     if is_finished(folder):
@@ -56,7 +58,7 @@ def run_one(spec: RunSpec, study_dir: Path, log: Path | None = None, resume: boo
 
     t0 = time.perf_counter()
     try:
-        with _redirect(log):
+        with _redirect(log), _torch_threads(spec.threads or threads):
             status = run_fn(build_config(cfg_cls, values))
         out.status = "done" if is_finished(folder) else "failed"
         if status:  # finished with problems (e.g. some unreadable inputs) or not at all
@@ -75,7 +77,7 @@ def run_one(spec: RunSpec, study_dir: Path, log: Path | None = None, resume: boo
 
 def run_all(specs: Iterable[RunSpec], study_dir: Path, log: Path | None = None,
             resume: bool = True) -> list[Outcome]:
-    """Run ``specs`` one after the other in this process (the local executor)."""
+    """Run ``specs`` one after the other in this process (the local executor with one job)."""
     specs = list(specs)
     outcomes = []
     for i, spec in enumerate(specs, 1):
@@ -88,6 +90,22 @@ def run_all(specs: Iterable[RunSpec], study_dir: Path, log: Path | None = None,
                   + (f": {outcome.error}" if outcome.error else ""), file=sys.stderr, flush=True)
         outcomes.append(outcome)
     return outcomes
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    """torch's CPU threads for one run; a command that sets its own (``adapt --threads``) would
+    otherwise leave its count to every later run of the study."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 @contextlib.contextmanager

@@ -210,16 +210,17 @@ def test_runs_sharing_a_cache_wait_for_the_first_of_their_command(tmp_path, caps
     from vislab.study.executors import RayWorkers, _Scheduler
     from vislab.study.plan import RunSpec
 
-    specs = [RunSpec("dann", "adapt", {"mode": ["dann"]}, 0), RunSpec("pl", "adapt", {"mode": ["dann+pl"]}, 0),
-             RunSpec("viz", "classviz", {"target": [1]}, 0), RunSpec("viz2", "classviz", {"target": [2]}, 0)]
+    specs = [RunSpec("viz", "classviz", {"target": [1]}, 0), RunSpec("dann", "adapt", {"mode": ["dann"]}, 0),
+             RunSpec("pl", "adapt", {"mode": ["dann+pl"]}, 0), RunSpec("viz2", "classviz", {"target": [2]}, 0)]
     ray = _FakeRay(fail={"pl"})
     outcomes = _Scheduler(RayWorkers(ray, specs, tmp_path, True, 1), specs, tmp_path, tmp_path / "study.log").run()
-    # classviz fills no shared cache: both start at once; the second adapt run waits for the first
+    # the run that fills a cache goes first (others of its command wait for it); classviz fills none:
+    # both its runs start at once; the second adapt run waits for the first
     assert ray.events[:3] == ["start dann", "start viz", "start viz2"]
     assert ray.events.index("start pl") > ray.events.index("end dann")
-    assert [o.role for o in outcomes] == ["dann", "pl", "viz", "viz2"]  # in the plan's order
-    assert outcomes[1].status == "failed" and outcomes[1].error == "the Ray task failed: worker died (killed for memory)"
-    assert "vislab adapt" in outcomes[1].command
+    assert [o.role for o in outcomes] == ["viz", "dann", "pl", "viz2"]  # in the plan's order
+    assert outcomes[2].status == "failed" and outcomes[2].error == "the Ray task failed: worker died (killed for memory)"
+    assert "vislab adapt" in outcomes[2].command
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("vislab study: [")]
     assert len(lines) == 4 and lines[-1].startswith("vislab study: [4/4] pl (adapt, seed 0) failed")
 

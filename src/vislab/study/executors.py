@@ -179,16 +179,22 @@ class _Scheduler:
 
     def run(self) -> list[Outcome]:
         warm = {cache_family(s) for s in self.specs if is_finished(self.root / s.folder)}
-        started: set[str | None] = set()
+        first: dict[str, RunSpec] = {}  # per cold family, the run that fills its cache
         for spec in self.specs:
-            family = cache_family(spec)
             if is_finished(self.root / spec.folder):
                 self._finish(spec, run_one(spec, self.root))  # reused: nothing to run
-            elif family is None or family in warm or family not in started:
-                started.add(family)
-                self._submit(spec)
-            else:
+            elif cache_family(spec) not in (None, *warm, *first):
+                first[cache_family(spec)] = spec
+        for spec in first.values():  # first in the queue: the runs of their family wait for them
+            self._submit(spec)
+        for spec in self.specs:
+            family = cache_family(spec)
+            if spec.key in self.outcomes or spec is first.get(family):
+                continue
+            if family in first:
                 self.waiting.setdefault(family, []).append(spec)
+            else:
+                self._submit(spec)
         while self.running:
             handle = self.workers.wait_any(list(self.running))
             spec = self.running.pop(handle)

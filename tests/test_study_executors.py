@@ -94,11 +94,11 @@ def test_a_worker_that_dies_fails_its_run_and_the_study_goes_on(tmp_path, capsys
 
 def test_default_jobs_follow_cpus_and_memory(monkeypatch):
     monkeypatch.setattr(study_cmd, "cpu_count", lambda: 8)
-    monkeypatch.setattr(study_cmd, "available_memory", lambda: 5 * 2**30)
+    monkeypatch.setattr(study_cmd, "available_memory", lambda: 9 * 2**30)
     assert study_cmd.default_jobs(None) == 1  # no fixed thread count: one after the other, with all threads
     assert study_cmd.default_jobs(1) == 2  # 8 CPUs, but memory for 2 runs
     assert study_cmd.default_jobs(4) == 2
-    monkeypatch.setattr(study_cmd, "available_memory", lambda: 64 * 2**30)
+    monkeypatch.setattr(study_cmd, "available_memory", lambda: 128 * 2**30)
     assert study_cmd.default_jobs(1) == 8 and study_cmd.default_jobs(3) == 2
     monkeypatch.setattr(study_cmd, "available_memory", lambda: 2**20)
     assert study_cmd.default_jobs(1) == 1  # never 0
@@ -122,3 +122,47 @@ def test_a_data_folder_named_relative_or_absolute_is_the_same_run(tmp_path, monk
                      "--out", str(tmp_path / "s")]) == 0
         plan.append([line.split()[3] for line in capsys.readouterr().err.splitlines() if "runs/adapt-" in line])
     assert plan[0] and plan[0] == plan[1]
+
+
+class _FakeWorkers:
+    """Tasks end in the order they started; records starts and ends."""
+
+    def __init__(self, capacity):
+        self.capacity, self.events = capacity, []
+
+    def submit(self, spec):
+        self.events.append(f"start {spec.role}")
+        return spec.role
+
+    def wait_any(self, handles):
+        return handles[0]
+
+    def outcome(self, handle, spec):
+        from vislab.study.runner import Outcome
+
+        self.events.append(f"end {spec.role}")
+        return Outcome(spec.role, spec.key, spec.folder, "done", seconds=1.0)
+
+
+def test_workers_get_no_more_runs_than_they_run_at_once_and_unblocked_runs_go_next(tmp_path, capsys):
+    specs = [RunSpec("viz", "classviz", {"target": [1]}, 0), RunSpec("dann", "adapt", {"mode": ["dann"]}, 0),
+             RunSpec("pl", "adapt", {"mode": ["dann+pl"]}, 0), RunSpec("viz2", "classviz", {"target": [2]}, 0)]
+    workers = _FakeWorkers(capacity=2)
+    outcomes = _Scheduler(workers, specs, tmp_path, tmp_path / "study.log").run()
+    # the cache-filling adapt run first; pl waits for it, then goes ahead of viz2
+    assert workers.events == ["start dann", "start viz", "end dann", "start pl", "end viz", "start viz2",
+                              "end pl", "end viz2"]
+    assert [o.role for o in outcomes] == ["viz", "dann", "pl", "viz2"]
+    err = capsys.readouterr().err
+    assert "vislab study: started pl (adapt, seed 0)" in err and "[4/4] viz2 (classviz, seed 0) done in 1.0 s" in err
+
+
+def test_a_run_that_fills_a_cache_is_not_queued_behind_the_runs_another_one_unblocked(tmp_path):
+    specs = [RunSpec("dann", "adapt", {"mode": ["dann"]}, 0), RunSpec("pl", "adapt", {"mode": ["dann+pl"]}, 0),
+             RunSpec("gan", "gan", {"epochs": 1}, 0), RunSpec("gan2", "gan", {"epochs": 2}, 0)]
+    workers = _FakeWorkers(capacity=1)
+    _Scheduler(workers, specs, tmp_path, tmp_path / "study.log").run()
+    # gan fills the FID classifier's cache: it starts before pl, which dann's end unblocked; the runs
+    # gan's end unblocks go first in their turn
+    assert [e for e in workers.events if e.startswith("start")] == ["start dann", "start gan", "start gan2",
+                                                                   "start pl"]

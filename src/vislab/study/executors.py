@@ -46,6 +46,8 @@ def _run_task(spec: RunSpec, study_dir: str, resume: bool, threads: int) -> Outc
 class _Workers(Protocol):
     """Where the scheduler's tasks run: start one, wait for any, and its outcome (a worker lost = a failed run)."""
 
+    capacity: int | None  # tasks that run at once (None: no limit, the workers queue them)
+
     def submit(self, spec: RunSpec) -> Any: ...
 
     def wait_any(self, handles: list[Any]) -> Any: ...
@@ -71,6 +73,8 @@ def run_all_in_processes(specs: Sequence[RunSpec], study_dir: Path, *, log: Path
 
 
 class RayWorkers:
+    capacity = None  # Ray queues tasks until the cluster has their resources
+
     def __init__(self, ray: Any, specs: Sequence[RunSpec], root: Path, resume: bool, cpus: int):
         self.ray, self.root, self.resume, self.cpus = ray, root, resume, cpus
         self.task = ray.remote(_run_task)
@@ -103,6 +107,7 @@ class ProcessWorkers:
 
     def __init__(self, jobs: int, root: Path, resume: bool, threads: int):
         self.jobs, self.root, self.resume, self.threads = jobs, root, resume, threads
+        self.capacity = jobs  # a run is handed over when a worker is free: "started" means started
         self.pool: cf.ProcessPoolExecutor | None = None
         self.pool_of: dict[Any, cf.ProcessPoolExecutor] = {}  # task -> the pool it went to
 
@@ -185,16 +190,13 @@ class _Scheduler:
                 self._finish(spec, run_one(spec, self.root))  # reused: nothing to run
             elif cache_family(spec) not in (None, *warm, *first):
                 first[cache_family(spec)] = spec
-        for spec in first.values():  # first in the queue: the runs of their family wait for them
-            self._submit(spec)
+        ready = list(first.values())  # first in the queue: the runs of their family wait for them
         for spec in self.specs:
             family = cache_family(spec)
             if spec.key in self.outcomes or spec is first.get(family):
                 continue
-            if family in first:
-                self.waiting.setdefault(family, []).append(spec)
-            else:
-                self._submit(spec)
+            (self.waiting.setdefault(family, []) if family in first else ready).append(spec)
+        self._start(ready)
         while self.running:
             handle = self.workers.wait_any(list(self.running))
             spec = self.running.pop(handle)
@@ -203,15 +205,21 @@ class _Scheduler:
             finally:
                 self._collect_log(spec)
             self._finish(spec, outcome)
-            for waiting in self.waiting.pop(cache_family(spec), []):
-                self._submit(waiting)
+            # unblocked runs go next, after the cache-filling runs still queued (each unblocks more)
+            heads = sum(1 for s in ready if s is first.get(cache_family(s)))
+            ready[heads:heads] = self.waiting.pop(cache_family(spec), [])
+            self._start(ready)
         with contextlib.suppress(OSError):
             (self.root / RUN_LOGS).rmdir()
         return [self.outcomes[s.key] for s in self.specs]
 
-    def _submit(self, spec: RunSpec) -> None:
-        self.running[self.workers.submit(spec)] = spec
-        print(f"vislab study: started {spec.role} ({spec.command}, seed {spec.seed})", file=sys.stderr, flush=True)
+    def _start(self, ready: list[RunSpec]) -> None:
+        """Hand ``ready`` runs to the workers, in order, as many as they take at once (Ray: all, it queues)."""
+        while ready and (self.workers.capacity is None or len(self.running) < self.workers.capacity):
+            spec = ready.pop(0)
+            self.running[self.workers.submit(spec)] = spec
+            verb = "submitted" if self.workers.capacity is None else "started"
+            print(f"vislab study: {verb} {spec.role} ({spec.command}, seed {spec.seed})", file=sys.stderr, flush=True)
 
     def _collect_log(self, spec: RunSpec) -> None:
         part = self.root / RUN_LOGS / f"{Path(spec.folder).name}.log"

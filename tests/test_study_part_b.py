@@ -29,7 +29,9 @@ def test_saliency_and_fool_roles_plan(profile):
     assert (pgd.config["attack"], pgd.config["eps"]) == ("pgd", 4) and naive.config["attack"] == "naive"
     # the command a report prints for the run parses back to the same config
     for spec in (pgd, specs["saliency"][0]):
-        args = build_parser().parse_args(shlex.split(spec.command_line("OUT"))[1:])
+        words = shlex.split(spec.command_line("OUT"))
+        assert words[0] == f"OMP_NUM_THREADS={spec.threads}" if spec.threads else words[0] == "vislab"
+        args = build_parser().parse_args(words[words.index("vislab") + 1:])
         cfg = config_from_args(command(spec.command)[0], args)
         assert {k: v for k, v in config_to_dict(cfg).items() if k in spec.config} == spec.config
 

@@ -17,8 +17,8 @@ import multiprocessing
 import os
 import signal
 import sys
-from pathlib import Path
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 from ..cluster import check_shared_storage, ray_session, task_options

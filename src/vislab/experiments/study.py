@@ -144,10 +144,9 @@ def _run(cfg: StudyConfig, specs: list, root: Path, data, threads: int | None) -
         return run_all(specs, root, log=log, resume=cfg.resume)
     from ..study.executors import run_all_in_processes
 
-    print(f"vislab study: {jobs} runs at once, {threads or max(1, cpu_count() // jobs)} torch thread(s) each",
-          file=sys.stderr)
-    return run_all_in_processes(specs, root, log=log, jobs=jobs, threads=max(1, cpu_count() // jobs),
-                                resume=cfg.resume)
+    share = max(1, cpu_count() // jobs)  # threads of a run whose profile fixes none
+    print(f"vislab study: {jobs} runs at once, {threads or share} torch thread(s) each", file=sys.stderr)
+    return run_all_in_processes(specs, root, log=log, jobs=jobs, threads=share, resume=cfg.resume)
 
 
 # Memory one worker process may reach: of the 2 workers that ran the quick study, the larger peaked at

@@ -110,6 +110,23 @@ def test_run_folder_contents_and_manifest(tmp_path):
     assert "command" in manifest and "git_commit" in manifest and manifest["precision"] == "fp32"
 
 
+@dataclasses.dataclass
+class AutoPrecisionConfig(RunConfig):
+    precision: Literal["auto", "bf16", "fp32"] = option("auto", "precision")
+
+
+@pytest.mark.parametrize("native, option, recorded", [(True, "auto", "bf16"), (False, "auto", "fp32"),
+                                                      (False, "bf16", "bf16"), (True, "fp32", "fp32")])
+def test_manifest_records_the_precision_computed_in_not_auto(tmp_path, monkeypatch, native, option, recorded):
+    import vislab.precision
+
+    monkeypatch.setattr(vislab.precision, "bf16_is_native", lambda device: native)
+    with Run("toy", AutoPrecisionConfig(out=str(tmp_path / "r"), precision=option)):
+        pass
+    assert json.loads((tmp_path / "r" / "manifest.json").read_text())["precision"] == recorded
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["precision"] == option  # the option as given
+
+
 def test_interrupted_run_never_looks_complete(tmp_path):
     cfg = ToyConfig(out=str(tmp_path / "r"))
     with pytest.raises(RuntimeError):

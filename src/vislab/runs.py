@@ -67,6 +67,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _computed_precision(cfg: Any, device: Any) -> str:
+    """The precision the run computed in: ``auto`` resolved for this device, so that the manifest of a
+    run on a CPU with native bf16 and one without (same config) tell their numbers apart."""
+    from .precision import PRECISIONS, precision_name, resolve_precision
+
+    option = getattr(cfg, "precision", "fp32")
+    return precision_name(resolve_precision(option, device)) if option in PRECISIONS else str(option)
+
+
 def _git_commit() -> str | None:
     here = Path(__file__).resolve().parent
     try:
@@ -291,7 +300,7 @@ class Run:
             "seed": self.seed,
             "device": str(self.device),
             "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor() or platform.machine(),
-            "precision": getattr(self.cfg, "precision", "fp32"),
+            "precision": _computed_precision(self.cfg, self.device),
             "torch_threads": torch.get_num_threads(),
             "versions": library_versions(),
             "git_commit": _git_commit(),

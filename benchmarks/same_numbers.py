@@ -19,13 +19,14 @@ keys" with the report wanted here.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 from pathlib import Path
 
+from vislab.errors import MalformedRunError
 from vislab.io import write_json
+from vislab.runs import read_run_json
 
 TIMING_MARKERS = ("second", "per_s")
 
@@ -64,13 +65,10 @@ def compare(old: dict, new: dict, rtol: float = 0.0) -> dict:
 
 def _read(arg: str) -> dict:
     path = Path(arg)
-    if path.is_dir():
-        path = path / "metrics.json"
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        print(f"same_numbers: {arg}: cannot read {path} ({e}); pass a finished run folder or its metrics.json",
-              file=sys.stderr)
+        return read_run_json(path / "metrics.json" if path.is_dir() else path)
+    except MalformedRunError as e:
+        print(f"same_numbers: {e}; pass a finished run folder or its metrics.json", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -37,6 +37,11 @@ def precision_name(dtype: torch.dtype | None) -> str:
     return "bf16" if dtype == torch.bfloat16 else "fp32"
 
 
+def resolved_precision_name(precision: str, device: torch.device) -> str:
+    """``precision`` as it runs on ``device``: ``"auto"`` becomes ``"bf16"`` or ``"fp32"`` (for records)."""
+    return precision_name(resolve_precision(precision, device))
+
+
 def autocast(device: torch.device | str, dtype: torch.dtype | None):
     """Autocast context for a network's forward pass; a no-op when ``dtype`` is None or float32."""
     if dtype is None or dtype == torch.float32:

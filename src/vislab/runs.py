@@ -67,15 +67,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _computed_precision(cfg: Any, device: Any) -> str:
-    """The precision the run computed in: ``auto`` resolved for this device, so that the manifest of a
-    run on a CPU with native bf16 and one without (same config) tell their numbers apart."""
-    from .precision import PRECISIONS, precision_name, resolve_precision
-
-    option = getattr(cfg, "precision", "fp32")
-    return precision_name(resolve_precision(option, device)) if option in PRECISIONS else str(option)
-
-
 def _git_commit() -> str | None:
     here = Path(__file__).resolve().parent
     try:
@@ -295,12 +286,15 @@ class Run:
     def manifest(self) -> dict[str, Any]:
         import torch
 
+        from .precision import resolved_precision_name
+
         return {
             "experiment": self.experiment,
             "seed": self.seed,
             "device": str(self.device),
             "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor() or platform.machine(),
-            "precision": _computed_precision(self.cfg, self.device),
+            # resolved, so that runs of one config on CPUs with and without native bf16 tell apart
+            "precision": resolved_precision_name(getattr(self.cfg, "precision", "fp32"), self.device),
             "torch_threads": torch.get_num_threads(),
             "versions": library_versions(),
             "git_commit": _git_commit(),
